@@ -1,0 +1,32 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "aws",
+    products: [
+        .executable(name: "aws", targets: ["Host"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // System libraries, each a one-line shim header plus a module map.
+        .systemLibrary(name: "CAIO", path: "Sources/CAIO", providers: [.apt(["libaio-dev"])]),
+        .systemLibrary(name: "CHTTPParser", path: "Sources/CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
+        .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
+        // Linux calls Glibc's module does not expose (epoll, eventfd, sendfile, accept4, openat2 ...).
+        .target(name: "CLinux", path: "Sources/CLinux"),
+        // The plugin C ABI: a header plugins compile against; the host includes it too.
+        .target(name: "PluginAPI", path: "Sources/PluginAPI"),
+        .executableTarget(
+            name: "Host",
+            dependencies: [
+                "CAIO", "CHTTPParser", "CFFI", "CLinux", "PluginAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/Host"
+        ),
+    ]
+)

@@ -1,0 +1,41 @@
+#define _GNU_SOURCE
+#include "clinux.h"
+#include <fcntl.h>
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+#include <linux/openat2.h>
+
+int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
+    return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+}
+int aws_o_direct(void) { return O_DIRECT; }
+int aws_o_path(void) { return O_PATH; }
+int aws_msg_more(void) { return MSG_MORE; }
+int aws_tcp_defer_accept(void) { return TCP_DEFER_ACCEPT; }
+int aws_so_reuseport(void) { return SO_REUSEPORT; }
+
+int aws_open_beneath(int dirfd, const char *path, int extra_flags) {
+    struct open_how how;
+    memset(&how, 0, sizeof how);
+    how.flags = (uint64_t)(O_RDONLY | O_NONBLOCK | O_CLOEXEC | extra_flags);
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+int aws_signalfd_for(const int *signals, int count) {
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < count; i++) sigaddset(&set, signals[i]);
+    if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
+    return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int aws_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof info);
+    if (n == (ssize_t)sizeof info) return (int)info.ssi_signo;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+    return -1;
+}

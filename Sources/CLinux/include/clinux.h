@@ -1,0 +1,42 @@
+/* Thin wrappers over the Linux calls and constants that Glibc's Swift module does not
+ * expose (epoll, eventfd, sendfile, signalfd) or only declares under _GNU_SOURCE (accept4,
+ * O_DIRECT, openat2). Defining _GNU_SOURCE in a header clashes with Glibc's module, so the
+ * GNU-only pieces are compiled in clinux.c and exported as plain functions. */
+#ifndef AWS_CLINUX_H
+#define AWS_CLINUX_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/sendfile.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <signal.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len);   /* NONBLOCK | CLOEXEC */
+int aws_o_direct(void);
+int aws_o_path(void);
+int aws_msg_more(void);
+int aws_tcp_defer_accept(void);
+int aws_so_reuseport(void);
+
+/* openat2(dirfd, path, O_RDONLY|O_NONBLOCK|O_CLOEXEC|extra, RESOLVE_BENEATH): the kernel refuses
+ * any resolution (`..`, symlinks) that leaves dirfd. Returns -1 with errno set; ENOSYS on old kernels. */
+int aws_open_beneath(int dirfd, const char *path, int extra_flags);
+
+/* Blocks the given signals in the calling thread (and threads it creates later) and returns a
+ * signalfd that reports them. */
+int aws_signalfd_for(const int *signals, int count);
+int aws_signalfd_read(int fd);   /* the signal number, 0 if none pending, -1 on error */
+
+static inline uint32_t aws_epollin(void) { return EPOLLIN; }
+static inline uint32_t aws_epollout(void) { return EPOLLOUT; }
+static inline uint32_t aws_epollerr(void) { return EPOLLERR; }
+static inline uint32_t aws_epollhup(void) { return EPOLLHUP; }
+static inline uint32_t aws_epollrdhup(void) { return EPOLLRDHUP; }
+
+#endif

@@ -1,0 +1,109 @@
+import Glibc
+import Synchronization
+
+/// Something the loop wakes when its descriptor is ready.
+protocol EventHandler: AnyObject {
+    func handleEvents(_ events: Epoll.Interest)
+}
+
+/// One event loop per worker thread, in the manner of redis's ae.c: descriptors map to handlers,
+/// a periodic tick drives timers, and other threads can hand it work through `post`.
+/// Nothing in here is shared between threads except the posted-work queue.
+final class EventLoop {
+    private let epoll: Epoll
+    private var handlers: [EventHandler?] = []
+    private(set) var now: Int64 = Sys.monotonicMillis()
+    private var lastTick: Int64 = 0
+    let tickMillis: Int64
+    private var tickHandlers: [() -> Void] = []
+    private var batchHandlers: [() -> Void] = []
+    private(set) var running = false
+
+    /// Cross-thread hand-off: an eventfd registered in this loop plus a locked queue.
+    private let wakeFD: Int32
+    private let postedWork = Mutex<[@Sendable () -> Void]>([])
+    private var wakeHandler: WakeHandler?
+
+    init(tickMillis: Int64 = 100) throws(SyscallError) {
+        self.tickMillis = tickMillis
+        epoll = try Epoll()
+        wakeFD = try Sys.eventfd()
+        let wake = WakeHandler(fd: wakeFD)
+        wakeHandler = wake
+        try register(wakeFD, wake, .readable)
+        wake.loop = self
+    }
+
+    deinit { Sys.close(wakeFD) }
+
+    // MARK: descriptors
+
+    func register(_ fd: Int32, _ handler: EventHandler, _ interest: Epoll.Interest) throws(SyscallError) {
+        let i = Int(fd)
+        if i >= handlers.count { handlers.append(contentsOf: repeatElement(nil, count: max(i + 1 - handlers.count, handlers.count))) }
+        try epoll.add(fd, interest)
+        handlers[i] = handler
+    }
+
+    func modify(_ fd: Int32, _ interest: Epoll.Interest) throws(SyscallError) {
+        try epoll.modify(fd, interest)
+    }
+
+    /// Forgets `fd`; the caller still owns (and closes) it.
+    func unregister(_ fd: Int32) {
+        epoll.remove(fd)
+        handlers[Int(fd)] = nil
+    }
+
+    // MARK: timers and cross-thread work
+
+    /// Called on the loop thread about every `tickMillis`.
+    func onTick(_ body: @escaping () -> Void) { tickHandlers.append(body) }
+
+    /// Called on the loop thread after every batch of events (like ae's beforesleep).
+    func afterEachBatch(_ body: @escaping () -> Void) { batchHandlers.append(body) }
+
+    /// Thread-safe: runs `work` on the loop thread soon.
+    func post(_ work: @escaping @Sendable () -> Void) {
+        postedWork.withLock { $0.append(work) }
+        Sys.signalEventfd(wakeFD)
+    }
+
+    fileprivate func runPosted() {
+        _ = Sys.drainEventfd(wakeFD)
+        let work = postedWork.withLock { queue -> [@Sendable () -> Void] in
+            let taken = queue
+            queue.removeAll(keepingCapacity: true)
+            return taken
+        }
+        for item in work { item() }
+    }
+
+    // MARK: running
+
+    func stop() { running = false }
+
+    func run() throws(SyscallError) {
+        running = true
+        while running {
+            let untilTick = max(0, lastTick + tickMillis - now)
+            try epoll.wait(timeoutMillis: Int32(untilTick)) { fd, events in
+                let i = Int(fd)
+                if i < handlers.count, let handler = handlers[i] { handler.handleEvents(events) }
+            }
+            now = Sys.monotonicMillis()
+            for handler in batchHandlers { handler() }
+            if now - lastTick >= tickMillis {
+                lastTick = now
+                for tick in tickHandlers { tick() }
+            }
+        }
+    }
+}
+
+private final class WakeHandler: EventHandler {
+    let fd: Int32
+    unowned(unsafe) var loop: EventLoop?
+    init(fd: Int32) { self.fd = fd }
+    func handleEvents(_ events: Epoll.Interest) { loop?.runPosted() }
+}

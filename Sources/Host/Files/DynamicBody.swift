@@ -1,0 +1,60 @@
+/// The body of a `/dynamic/` response: read with libaio into the worker's aligned buffers and
+/// written to the socket, with the next read in flight while the previous buffer is sent.
+extension Connection {
+    /// Reads kept in flight per transfer: one being sent, one being filled.
+    static let aioDepth = 2
+
+    func pumpAIO() -> Progress {
+        let engine = worker.aio
+        while true {
+            while aioSlots.count < Connection.aioDepth && aioNextRead < bodyEnd {
+                guard let slot = engine.acquire(for: self) else { break }
+                engine.read(slot, fd: bodyFD, offset: aioNextRead)
+                aioNextRead += engine.bufferSize
+                aioSlots.append(slot)
+            }
+            guard let slot = aioSlots.first else { return bodyOffset >= bodyEnd ? .done : .waiting }
+            switch engine.state(slot) {
+            case .free, .reading:
+                return .waiting
+            case .failed(let error):
+                worker.logger.error("aio read failed", metadata: ["errno": "\(error)", "peer": "\(peerDescription)"])
+                return .failed
+            case .ready(let count):
+                let start = engine.fileOffset(slot)
+                let available = min(start + count, bodyEnd)
+                if bodyOffset < available {
+                    let sent: Int?
+                    do {
+                        sent = try Sys.send(fd, engine.buffer(slot) + (bodyOffset - start), available - bodyOffset, more: available < bodyEnd)
+                    } catch {
+                        return .failed
+                    }
+                    guard let sent else { return .blocked }
+                    bodyOffset += sent
+                    bodyBytesSent += sent
+                    setDeadline(worker.config.sendTimeout)
+                    continue
+                }
+                if available < bodyEnd && count < engine.bufferSize {
+                    worker.logger.error("file shrank during a transfer", metadata: ["peer": "\(peerDescription)"])
+                    return .failed
+                }
+                aioSlots.removeFirst()
+                engine.release(slot)
+            }
+        }
+    }
+
+    /// A read this connection started has completed.
+    func aioCompleted(_ slot: Int) {
+        guard phase == .responding, bodyKind == .aio, aioSlots.first == slot else { return }
+        drive()
+    }
+
+    /// A buffer freed up after this connection found none.
+    func aioSlotAvailable() {
+        guard phase == .responding, bodyKind == .aio else { return }
+        drive()
+    }
+}

@@ -1,0 +1,269 @@
+import CHTTPParser
+import Glibc
+
+/// GET and HEAD on files under the document root, top to bottom: resolve the target, open the
+/// file beneath the root, handle directories, evaluate preconditions and ranges, write the head,
+/// then hand the body to sendfile (static) or libaio (`/dynamic/`).
+extension Connection {
+    func serveFile() {
+        if let failure = DocumentRoot.resolve(target: request.storage[request.target], into: &path) {
+            respondWithError(failure)
+            return
+        }
+        var dynamic = path.isDynamic
+        var file: DocumentRoot.OpenFile
+        switch worker.root.open(&path, direct: dynamic) {
+        case .failure(.status(let status)):
+            respondWithError(status)
+            return
+        case .success(let opened):
+            file = opened
+        }
+        var contentType = MediaTypes.type(forPath: path.bytes[...])
+
+        if file.isDirectory {
+            guard path.trailingSlash || path.bytes.isEmpty else {
+                Sys.close(file.fd)
+                redirectToDirectory()
+                return
+            }
+            guard let index = worker.root.open("index.html", in: file.fd) else {
+                if worker.config.autoindex {
+                    serveDirectoryListing(file.fd)
+                } else {
+                    Sys.close(file.fd)
+                    respondWithError(.forbidden)
+                }
+                return
+            }
+            Sys.close(file.fd)
+            file = index
+            dynamic = false
+            contentType = MediaTypes.type(forPath: "index.html".utf8[...].map { $0 }[...])
+        }
+        guard file.isRegular else {
+            Sys.close(file.fd)
+            respondWithError(.forbidden)
+            return
+        }
+        respondWithFile(file, contentType: contentType, dynamic: dynamic)
+    }
+
+    private func respondWithFile(_ file: DocumentRoot.OpenFile, contentType: [UInt8], dynamic: Bool) {
+        let size = Int(file.info.st_size)
+        let validators = Validators(file.info)
+
+        switch evaluatePreconditions(validators) {
+        case .proceed: break
+        case .notModified:
+            Sys.close(file.fd)
+            beginResponse(.notModified)
+            addValidatorHeaders(validators)
+            endHead()
+            bodyKind = .none
+            return
+        case .failed:
+            Sys.close(file.fd)
+            respondWithError(.preconditionFailed)
+            return
+        }
+
+        var range = 0..<size
+        var status = HTTPStatus.ok
+        switch selectRange(size: size, validators: validators) {
+        case .whole: break
+        case .partial(let r):
+            range = r
+            status = .partialContent
+        case .unsatisfiable:
+            Sys.close(file.fd)
+            beginResponse(.rangeNotSatisfiable)
+            out.append(ascii: "Content-Range: bytes */")
+            out.append(decimal: size)
+            out.append(ascii: "\r\n")
+            let page = StatusTable.shared.errorPage(.rangeNotSatisfiable)
+            addHeader("Content-Type", ascii: "text/html; charset=utf-8")
+            addHeader("Content-Length", decimal: page.count)
+            endHead()
+            if !isHead { out.append(contentsOf: page) }
+            bodyKind = .none
+            return
+        }
+
+        beginResponse(status)
+        addHeader("Content-Type", contentType)
+        addHeader("Content-Length", decimal: range.count)
+        if status == .partialContent {
+            out.append(ascii: "Content-Range: bytes ")
+            out.append(decimal: range.lowerBound)
+            out.append(45)
+            out.append(decimal: range.upperBound - 1)
+            out.append(47)
+            out.append(decimal: size)
+            out.append(ascii: "\r\n")
+        }
+        addHeader("Accept-Ranges", ascii: "bytes")
+        addValidatorHeaders(validators)
+        endHead()
+
+        if isHead || range.isEmpty {
+            Sys.close(file.fd)
+            bodyKind = .none
+            return
+        }
+        bodyFD = file.fd
+        bodyOffset = range.lowerBound
+        bodyEnd = range.upperBound
+        if dynamic {
+            bodyKind = .aio
+            aioNextRead = range.lowerBound & ~(AIOEngine.alignment - 1)
+        } else {
+            bodyKind = .sendfile
+        }
+    }
+
+    private func redirectToDirectory() {
+        beginResponse(.movedPermanently)
+        out.append(ascii: "Location: ")
+        out.append(contentsOf: path.encoded)
+        out.append(47)
+        // Keep the query: /dir?x → /dir/?x
+        let target = request.storage[request.target]
+        if let q = target.firstIndex(of: 63) { out.append(contentsOf: target[q...]) }
+        out.append(ascii: "\r\n")
+        let page = StatusTable.shared.errorPage(.movedPermanently)
+        addHeader("Content-Type", ascii: "text/html; charset=utf-8")
+        addHeader("Content-Length", decimal: page.count)
+        endHead()
+        if !isHead { out.append(contentsOf: page) }
+        bodyKind = .none
+    }
+
+    // MARK: validators (RFC 9110 §8.8)
+
+    struct Validators {
+        /// Strong entity tag: inode, size and modification time in nanoseconds, quoted.
+        var etag: [UInt8] = []
+        var modified: Int
+
+        init(_ st: stat) {
+            modified = Int(st.st_mtim.tv_sec)
+            etag.append(34)
+            etag.append(hex: UInt64(st.st_ino))
+            etag.append(45)
+            etag.append(hex: UInt64(st.st_size))
+            etag.append(45)
+            etag.append(hex: UInt64(st.st_mtim.tv_sec) &* 1_000_000_000 &+ UInt64(st.st_mtim.tv_nsec))
+            etag.append(34)
+        }
+    }
+
+    private func addValidatorHeaders(_ v: Validators) {
+        addHeader("ETag", v.etag)
+        out.append(ascii: "Last-Modified: ")
+        HTTPDate.append(v.modified, to: &out)
+        out.append(ascii: "\r\n")
+    }
+
+    enum Precondition { case proceed, notModified, failed }
+
+    /// RFC 9110 §13.2.2, in its order.
+    private func evaluatePreconditions(_ v: Validators) -> Precondition {
+        if let ifMatch = request.value(.ifMatch) {
+            if !entityTagList(ifMatch, matches: v.etag, weak: false) { return .failed }
+        } else if let since = request.value(.ifUnmodifiedSince), let date = HTTPDate.parse(request.storage[since]) {
+            if v.modified > date { return .failed }
+        }
+        if let ifNoneMatch = request.value(.ifNoneMatch) {
+            if entityTagList(ifNoneMatch, matches: v.etag, weak: true) { return .notModified }
+        } else if let since = request.value(.ifModifiedSince), let date = HTTPDate.parse(request.storage[since]) {
+            if v.modified <= date { return .notModified }
+        }
+        return .proceed
+    }
+
+    /// Whether a comma-separated list of entity tags (or "*") contains `etag`. The weak
+    /// comparison ignores a `W/` prefix; the strong one never matches a weak tag.
+    private func entityTagList(_ span: Range<Int>, matches etag: [UInt8], weak: Bool) -> Bool {
+        let s = request.storage
+        var i = span.lowerBound
+        while i < span.upperBound {
+            while i < span.upperBound && (s[i] == 32 || s[i] == 9 || s[i] == 44) { i += 1 }
+            guard i < span.upperBound else { break }
+            if s[i] == 42 { return true }  // "*": any current representation
+            var isWeak = false
+            if s[i] == 87 && i + 1 < span.upperBound && s[i + 1] == 47 { isWeak = true; i += 2 }
+            let start = i
+            if i < span.upperBound && s[i] == 34 {
+                i += 1
+                while i < span.upperBound && s[i] != 34 { i += 1 }
+                if i < span.upperBound { i += 1 }
+            } else {
+                while i < span.upperBound && s[i] != 44 { i += 1 }
+            }
+            if (weak || !isWeak) && s[start..<i].elementsEqual(etag) { return true }
+        }
+        return false
+    }
+
+    // MARK: ranges (RFC 9110 §14)
+
+    enum RangeSelection { case whole, partial(Range<Int>), unsatisfiable }
+
+    private func selectRange(size: Int, validators v: Validators) -> RangeSelection {
+        guard request.method == HTTP_GET, let header = request.value(.range) else { return .whole }
+        if let ifRange = request.value(.ifRange) {
+            let value = request.storage[ifRange]
+            if value.first == 34 || value.starts(with: [87, 47]) {
+                if !value.elementsEqual(v.etag) { return .whole }  // strong comparison
+            } else if HTTPDate.parse(value) != v.modified {
+                return .whole
+            }
+        }
+        let s = request.storage
+        let prefix: [UInt8] = Array("bytes=".utf8)
+        guard header.count > prefix.count else { return .whole }
+        for (k, c) in prefix.enumerated() where ASCII.lower(s[header.lowerBound + k]) != c { return .whole }
+
+        var selected: Range<Int>?
+        var count = 0
+        var i = header.lowerBound + prefix.count
+        while i < header.upperBound {
+            while i < header.upperBound && (s[i] == 32 || s[i] == 9) { i += 1 }
+            var first: Int?, last: Int?
+            var digits = 0
+            var n = 0
+            while i < header.upperBound, s[i] >= 48, s[i] <= 57 { n = n &* 10 &+ Int(s[i] - 48); digits += 1; i += 1 }
+            if digits > 0 { first = digits > 18 ? Int.max : n }
+            guard i < header.upperBound, s[i] == 45 else { return .whole }  // malformed: ignore Range
+            i += 1
+            digits = 0; n = 0
+            while i < header.upperBound, s[i] >= 48, s[i] <= 57 { n = n &* 10 &+ Int(s[i] - 48); digits += 1; i += 1 }
+            if digits > 0 { last = digits > 18 ? Int.max : n }
+            while i < header.upperBound && (s[i] == 32 || s[i] == 9) { i += 1 }
+            if i < header.upperBound {
+                guard s[i] == 44 else { return .whole }
+                i += 1
+            }
+            count += 1
+            var r: Range<Int>?
+            switch (first, last) {
+            case let (f?, l?):
+                guard l >= f else { return .whole }  // invalid range-spec: ignore the header
+                if f < size { r = f..<(min(l, size - 1) + 1) }
+            case let (f?, nil):
+                if f < size { r = f..<size }
+            case let (nil, l?):
+                if l > 0 && size > 0 { r = (size - min(l, size))..<size }
+            case (nil, nil):
+                return .whole
+            }
+            if let r { selected = selected == nil ? r : selected }
+        }
+        guard count > 0 else { return .whole }
+        guard let selected else { return .unsatisfiable }
+        // Several ranges are answered with the whole representation (200), which RFC 9110 §14.2
+        // allows; it spares clients a multipart body and the server a second copy path.
+        return count == 1 ? .partial(selected) : .whole
+    }
+}

@@ -1,0 +1,51 @@
+/// Appending ASCII text and numbers to byte buffers without going through `String`.
+extension Array where Element == UInt8 {
+    @inline(__always)
+    mutating func append(ascii s: StaticString) {
+        s.withUTF8Buffer { append(contentsOf: $0) }
+    }
+
+    mutating func append(decimal value: Int) {
+        if value < 0 { append(45); append(decimal: -value); return }
+        if value < 10 { append(UInt8(48 + value)); return }
+        var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, no heap
+        var n = value, count = 0
+        Swift.withUnsafeMutableBytes(of: &digits) { d in
+            while n > 0 { d[count] = UInt8(48 + n % 10); n /= 10; count += 1 }
+            for i in stride(from: count - 1, through: 0, by: -1) { append(d[i]) }
+        }
+    }
+
+    mutating func append(hex value: UInt64) {
+        let table: StaticString = "0123456789abcdef"
+        var started = false
+        for shift in stride(from: 60, through: 0, by: -4) {
+            let nibble = Int((value >> UInt64(shift)) & 0xf)
+            if nibble != 0 || started || shift == 0 {
+                started = true
+                append(table.utf8Start[nibble])
+            }
+        }
+    }
+}
+
+enum ASCII {
+    static func isTokenChar(_ c: UInt8) -> Bool {
+        switch c {
+        case 48...57, 65...90, 97...122: return true
+        case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: return true  // !#$%&'*+-.^_`|~
+        default: return false
+        }
+    }
+
+    static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c | 0x20 : c }
+
+    static func hexValue(_ c: UInt8) -> UInt8? {
+        switch c {
+        case 48...57: c - 48
+        case 65...70: c - 55
+        case 97...102: c - 87
+        default: nil
+        }
+    }
+}

@@ -1,0 +1,607 @@
+import CHTTPParser
+import Glibc
+
+/// One client connection: a small state machine that reads a request head, answers it, and
+/// either waits for the next request (keep-alive, pipelining) or closes.
+///
+/// Connection objects are pooled per worker and reused for the next accepted socket, so their
+/// buffers (head storage, output, pipelined input) are allocated once, not per request.
+/// `generation` changes on every reuse; whoever keeps a reference across an asynchronous gap
+/// (the AIO engine, the timer wheel) checks it to tell "my connection" from "a later one".
+final class Connection: EventHandler, Timed {
+    enum Phase {
+        /// Waiting for the first byte of a request (keep-alive idle).
+        case idle
+        /// Part of a head has arrived.
+        case readingHead
+        /// Collecting bytes of an unrecognised method to tell 501 from 400.
+        case sniffingMethod
+        /// A response is being sent; input is left in the socket (or in `pending`) meanwhile.
+        case responding
+        /// The response is done but the request body is not: read and discard it.
+        case drainingBody
+        /// Closing after an error: our side is shut, input is discarded until EOF or a deadline,
+        /// so the client reads the response instead of a reset.
+        case lingering
+    }
+
+    unowned let worker: Worker
+    private(set) var fd: Int32 = -1
+    private(set) var generation: UInt32 = 0
+    var isOpen: Bool { fd >= 0 }
+    var peer = sockaddr_storage()
+    private(set) var phase: Phase = .idle
+
+    // Input
+    let parser = HTTPParser()
+    var request = RequestHead()
+    var path = DocumentRoot.Path()
+    private var pending: [UInt8] = []
+    private var pendingStart = 0
+    private var headComplete = false
+    private var messageComplete = true
+    /// Set by a parser callback that refuses the request (a limit), answered when the parser stops.
+    private var refusal: HTTPStatus?
+    private var sniff: [UInt8] = []
+    var bodyBytesReceived = 0
+
+    // Output
+    var out: [UInt8] = []
+    private var outSent = 0
+    enum BodyKind { case none, sendfile, aio }
+    var bodyKind: BodyKind = .none
+    /// The open file behind a body, owned by the response and closed when it ends.
+    var bodyFD: Int32 = -1
+    /// Next file byte to send and the end of the range.
+    var bodyOffset = 0
+    var bodyEnd = 0
+    var aioNextRead = 0
+    var aioSlots: [Int] = []
+    var status: HTTPStatus = .ok
+    var responseReady = false
+    var closeAfterResponse = false
+    private var willClose = false
+    var bodyBytesSent = 0
+    private var requestStartNanos: UInt64 = 0
+    private var requestsServed = 0
+    private var interest: Epoll.Interest = []
+
+    // Timers
+    var deadline: Int64 = .max
+    var wheelTick: Int64 = -1
+
+    init(worker: Worker) {
+        self.worker = worker
+        pending.reserveCapacity(4096)
+        out.reserveCapacity(1024)
+        sniff.reserveCapacity(64)
+        aioSlots.reserveCapacity(4)
+    }
+
+    // MARK: life cycle
+
+    /// Takes ownership of an accepted socket.
+    func open(fd: Int32, peer: sockaddr_storage) {
+        self.fd = fd
+        self.peer = peer
+        generation &+= 1
+        parser.reset(for: self)
+        phase = .idle
+        headComplete = false
+        messageComplete = true
+        refusal = nil
+        requestsServed = 0
+        pending.removeAll(keepingCapacity: true)
+        pendingStart = 0
+        interest = .readable
+        setDeadline(worker.config.headerTimeout)
+    }
+
+    /// Closes the socket and releases everything the connection holds; exactly once per socket.
+    func close() {
+        guard fd >= 0 else { return }
+        releaseBody()
+        worker.loop.unregister(fd)
+        Sys.close(fd)
+        fd = -1
+        generation &+= 1
+        deadline = .max
+        worker.connectionClosed(self)
+    }
+
+    /// Closes once the client has had the chance to read what was sent: with unread input on the
+    /// socket a plain close would reset the connection and could destroy the response in flight.
+    private func closeGracefully() {
+        if pendingStart >= pending.count && messageComplete && refusal == nil && phase != .sniffingMethod {
+            close()
+            return
+        }
+        Sys.shutdownWrite(fd)
+        phase = .lingering
+        pending.removeAll(keepingCapacity: true)
+        pendingStart = 0
+        setInterest(.readable)
+        setDeadline(2_000)
+    }
+
+    func deadlineExpired(now: Int64) {
+        guard isOpen else { return }
+        switch phase {
+        case .readingHead, .sniffingMethod:
+            worker.logger.info("request head timed out", metadata: ["peer": "\(peerDescription)"])
+            status = .requestTimeout
+            respondWithError(.requestTimeout, close: true)
+            phase = .responding
+            drive()
+        case .drainingBody:
+            worker.logger.info("request body timed out", metadata: ["peer": "\(peerDescription)"])
+            close()
+        case .responding:
+            worker.logger.info("send stalled, closing", metadata: ["peer": "\(peerDescription)"])
+            close()
+        case .idle, .lingering:
+            close()
+        }
+    }
+
+    func setDeadline(_ millis: Int64) {
+        deadline = worker.loop.now + millis
+        worker.wheel.schedule(self)
+    }
+
+    private func setInterest(_ wanted: Epoll.Interest) {
+        guard wanted != interest, isOpen else { return }
+        interest = wanted
+        do { try worker.loop.modify(fd, wanted) } catch { close() }
+    }
+
+    // MARK: events
+
+    func handleEvents(_ events: Epoll.Interest) {
+        if phase == .responding {
+            if events.contains(.writable) || !events.isDisjoint(with: [.error, .hangup]) { drive() }
+            if isOpen && !events.isDisjoint(with: [.error, .hangup]) && phase == .responding { close() }
+            return
+        }
+        readAvailable()
+    }
+
+    /// Reads while the connection wants input, feeding the parser straight from the worker's
+    /// shared read buffer; only bytes belonging to a later (pipelined) request are copied.
+    func readAvailable() {
+        let buffer = worker.readBuffer
+        while isOpen && phase != .responding {
+            let n: Int
+            do {
+                guard let got = try Sys.recv(fd, buffer.baseAddress!, buffer.count) else { return }
+                n = got
+            } catch {
+                close()
+                return
+            }
+            if n == 0 {
+                endOfInput()
+                return
+            }
+            if phase == .lingering { continue }
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[0..<n])
+            let used = consume(bytes)
+            if used < n { pending.append(contentsOf: bytes[used...]) }
+            drive()
+        }
+    }
+
+    private func endOfInput() {
+        switch phase {
+        case .idle, .lingering, .drainingBody:
+            close()
+        case .readingHead, .sniffingMethod:
+            // A client that half-closes after an incomplete head will never complete it.
+            if refusal == nil && phase == .readingHead { worker.logger.debug("client closed mid-request") }
+            close()
+        case .responding:
+            break  // finish the response; the close follows it
+        }
+    }
+
+    /// Feeds bytes to the parser until a response is ready; returns how many were used.
+    private func consume(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var used = 0
+        while used < bytes.count && isOpen {
+            switch phase {
+            case .responding, .lingering:
+                return used
+            case .sniffingMethod:
+                sniffMethod(UnsafeRawBufferPointer(rebasing: bytes[used...]))
+                return bytes.count
+            case .idle, .readingHead, .drainingBody:
+                break
+            }
+            if messageComplete { beginMessage() }
+            let chunk = UnsafeRawBufferPointer(rebasing: bytes[used...])
+            if !headComplete && sniff.count < 64 { sniff.append(contentsOf: chunk.prefix(64 - sniff.count)) }
+            switch parser.execute(chunk) {
+            case .needMore:
+                used = bytes.count
+                if !headComplete && phase == .idle {
+                    phase = .readingHead
+                    setDeadline(worker.config.headerTimeout)
+                } else if phase == .drainingBody {
+                    setDeadline(worker.config.bodyTimeout)
+                }
+            case .messageEnded(let consumed):
+                used += consumed
+                messageComplete = true
+                if phase == .drainingBody { becomeIdle() }
+            case .failed(let error, _):
+                parseFailed(error)
+                used = bytes.count
+            }
+            if responseReady && phase != .responding {
+                phase = .responding
+                setDeadline(worker.config.sendTimeout)
+            }
+        }
+        return used
+    }
+
+    private func beginMessage() {
+        request.reset()
+        headComplete = false
+        messageComplete = false
+        refusal = nil
+        bodyBytesReceived = 0
+        sniff.removeAll(keepingCapacity: true)
+    }
+
+    private func becomeIdle() {
+        phase = .idle
+        setInterest(.readable)
+        setDeadline(worker.config.keepAliveTimeout)
+    }
+
+    /// Sends what can be sent, then serves any pipelined requests already received.
+    func drive() {
+        while isOpen {
+            if phase == .responding {
+                flush()
+                if phase == .responding || !isOpen { return }
+            }
+            guard phase == .idle || phase == .drainingBody, pendingStart < pending.count else { break }
+            let used = pending.withUnsafeBytes { consume(UnsafeRawBufferPointer(rebasing: $0[pendingStart...])) }
+            pendingStart += used
+            if pendingStart >= pending.count {
+                pending.removeAll(keepingCapacity: true)
+                pendingStart = 0
+            }
+        }
+        // Input that arrived while we were busy is still in the socket; level-triggered epoll
+        // reports it now that we read again.
+    }
+
+    // MARK: parser callbacks
+
+    func parserMessageBegin() -> Int32 { 0 }
+
+    func parserTarget(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        request.appendTarget(bytes)
+        if request.target.count > worker.config.maxRequestLine {
+            refusal = .uriTooLong
+            return 1
+        }
+        return 0
+    }
+
+    func parserHeaderName(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        request.appendHeaderName(bytes)
+        return checkHeaderLimits()
+    }
+
+    func parserHeaderValue(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        request.appendHeaderValue(bytes)
+        return checkHeaderLimits()
+    }
+
+    private func checkHeaderLimits() -> Int32 {
+        if request.headerBytes - request.target.count > worker.config.maxHeaderBytes
+            || request.headers.count > worker.config.maxHeaderCount {
+            refusal = .requestHeaderFieldsTooLarge
+            return 1
+        }
+        return 0
+    }
+
+    func parserHeadersComplete() -> Int32 {
+        headComplete = true
+        request.finishHeaders()
+        request.method = parser.method
+        request.versionMajor = parser.versionMajor
+        request.versionMinor = parser.versionMinor
+        request.keepAlive = parser.shouldKeepAlive
+        requestStartNanos = Sys.monotonicNanos()
+        respond()
+        return 0
+    }
+
+    func parserBody(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        bodyBytesReceived += bytes.count
+        // Bodies of requests answered from files are read and dropped; past the body limit the
+        // connection is not worth keeping.
+        if bodyBytesReceived > worker.config.maxBodyBytes {
+            closeAfterResponse = true
+            refusal = .contentTooLarge
+            return 1
+        }
+        return 0
+    }
+
+    func parserMessageComplete() -> Int32 { 0 }
+
+    // MARK: malformed input
+
+    private func parseFailed(_ error: http_errno) {
+        if headComplete {
+            // The head was answered (or is being answered); the rest of this request is broken
+            // or too large, so the connection ends with that response.
+            worker.logger.info("bad request body", metadata: ["peer": "\(peerDescription)", "error": "\(String(cString: http_errno_name(error)))"])
+            if responseReady { willClose = true } else { close() }
+            return
+        }
+        let status: HTTPStatus
+        if let refusal {
+            status = refusal
+        } else if error == HPE_INVALID_METHOD {
+            phase = .sniffingMethod
+            setDeadline(worker.config.headerTimeout)
+            sniffMethod(UnsafeRawBufferPointer(start: nil, count: 0))
+            return
+        } else if error == HPE_HEADER_OVERFLOW {
+            status = headComplete ? .badRequest : (request.headers.isEmpty ? .uriTooLong : .requestHeaderFieldsTooLarge)
+        } else {
+            status = .badRequest
+        }
+        if refusal == nil { refusal = status }
+        worker.logger.info("bad request", metadata: ["peer": "\(peerDescription)", "status": "\(status.rawValue)", "error": "\(String(cString: http_errno_name(error)))"])
+        respondWithError(status, close: true)
+        phase = .responding
+        setDeadline(worker.config.sendTimeout)
+    }
+
+    /// http-parser knows a fixed list of methods. An unknown one is still a well-formed request
+    /// (RFC 9110 §9.1: answer 501) if it is a token followed by a space; anything else is a 400.
+    private func sniffMethod(_ more: UnsafeRawBufferPointer) {
+        if sniff.count < 64 { sniff.append(contentsOf: more.prefix(64 - sniff.count)) }
+        var i = 0
+        while i < sniff.count && (sniff[i] == 13 || sniff[i] == 10) { i += 1 }
+        let start = i
+        while i < sniff.count && ASCII.isTokenChar(sniff[i]) { i += 1 }
+        let verdict: HTTPStatus
+        if i == sniff.count {
+            if sniff.count < 64 { return }  // need more bytes
+            verdict = .badRequest
+        } else {
+            verdict = (sniff[i] == 32 && i > start) ? .notImplemented : .badRequest
+        }
+        refusal = verdict
+        worker.logger.info("unrecognised request", metadata: ["peer": "\(peerDescription)", "status": "\(verdict.rawValue)"])
+        respondWithError(verdict, close: true)
+        phase = .responding
+        setDeadline(worker.config.sendTimeout)
+        drive()
+    }
+
+    // MARK: sending
+
+    enum Progress { case done, blocked, waiting, failed }
+
+    /// Sends head, then body, as far as the socket takes them.
+    private func flush() {
+        while outSent < out.count {
+            let sent: Int?
+            do {
+                sent = try out.withUnsafeBytes { try Sys.send(fd, $0.baseAddress! + outSent, $0.count - outSent, more: bodyKind != .none) }
+            } catch {
+                close()
+                return
+            }
+            guard let sent else { setInterest(.writable); return }
+            outSent += sent
+            setDeadline(worker.config.sendTimeout)
+        }
+        let progress: Progress
+        switch bodyKind {
+        case .none: progress = .done
+        case .sendfile: progress = pumpFile()
+        case .aio: progress = pumpAIO()
+        }
+        switch progress {
+        case .done: finishResponse()
+        case .blocked: setInterest(.writable)
+        case .waiting: setInterest([])
+        case .failed: close()
+        }
+    }
+
+    /// sendfile(2) from the open file until the range is sent or the socket is full.
+    private func pumpFile() -> Progress {
+        while bodyOffset < bodyEnd {
+            do {
+                guard let n = try Sys.sendfile(to: fd, from: bodyFD, offset: &bodyOffset, count: min(bodyEnd - bodyOffset, 1 << 30)) else { return .blocked }
+                if n == 0 { return .failed }  // the file shrank under us
+                bodyBytesSent += n
+                setDeadline(worker.config.sendTimeout)
+            } catch {
+                return .failed
+            }
+        }
+        return .done
+    }
+
+    private func finishResponse() {
+        logAccess()
+        releaseBody()
+        requestsServed += 1
+        responseReady = false
+        if willClose || !isOpen || worker.isShuttingDown {
+            closeGracefully()
+            return
+        }
+        if !messageComplete {
+            phase = .drainingBody
+            setInterest(.readable)
+            setDeadline(worker.config.bodyTimeout)
+            return
+        }
+        becomeIdle()
+    }
+
+    func releaseBody() {
+        if bodyKind == .aio {
+            for slot in aioSlots { worker.aio.release(slot) }
+            aioSlots.removeAll(keepingCapacity: true)
+        }
+        if bodyFD >= 0 {
+            Sys.close(bodyFD)
+            bodyFD = -1
+        }
+        bodyKind = .none
+    }
+
+    // MARK: building responses
+
+    var isHead: Bool { request.method == HTTP_HEAD }
+
+    /// Starts a response: status line, Date, Server.
+    func beginResponse(_ status: HTTPStatus) {
+        self.status = status
+        out.removeAll(keepingCapacity: true)
+        outSent = 0
+        bodyBytesSent = 0
+        out.append(contentsOf: StatusTable.shared.statusLine(status))
+        out.append(ascii: "Date: ")
+        out.append(contentsOf: worker.date.bytes)
+        out.append(ascii: "\r\nServer: aws/")
+        out.append(ascii: "0.1.0")
+        out.append(ascii: "\r\n")
+    }
+
+    func addHeader(_ name: StaticString, _ value: some Collection<UInt8>) {
+        out.append(ascii: name)
+        out.append(ascii: ": ")
+        out.append(contentsOf: value)
+        out.append(ascii: "\r\n")
+    }
+
+    func addHeader(_ name: StaticString, ascii value: StaticString) {
+        out.append(ascii: name)
+        out.append(ascii: ": ")
+        out.append(ascii: value)
+        out.append(ascii: "\r\n")
+    }
+
+    func addHeader(_ name: StaticString, decimal value: Int) {
+        out.append(ascii: name)
+        out.append(ascii: ": ")
+        out.append(decimal: value)
+        out.append(ascii: "\r\n")
+    }
+
+    /// Ends the head with the Connection header the close decision calls for.
+    func endHead() {
+        willClose = closeAfterResponse || !request.keepAlive || worker.isShuttingDown
+            || requestsServed + 1 >= worker.config.maxRequestsPerConnection
+        if willClose {
+            out.append(ascii: "Connection: close\r\n")
+        } else if request.versionMinor == 0 {
+            out.append(ascii: "Connection: keep-alive\r\n")
+        }
+        out.append(ascii: "\r\n")
+        responseReady = true
+    }
+
+    /// A complete error response with its short HTML page.
+    func respondWithError(_ status: HTTPStatus, close: Bool = false) {
+        releaseBody()
+        if close { closeAfterResponse = true }
+        beginResponse(status)
+        let page = StatusTable.shared.errorPage(status)
+        switch status {
+        case .methodNotAllowed: addHeader("Allow", ascii: "GET, HEAD, OPTIONS")
+        case .serviceUnavailable: addHeader("Retry-After", ascii: "1")
+        default: break
+        }
+        addHeader("Content-Type", ascii: "text/html; charset=utf-8")
+        addHeader("Content-Length", decimal: page.count)
+        endHead()
+        if !isHead || !headComplete { out.append(contentsOf: page) }
+        bodyKind = .none
+    }
+
+    // MARK: logging
+
+    var peerDescription: String {
+        var p = peer
+        var host = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+        let port: UInt16
+        if p.ss_family == sa_family_t(AF_INET6) {
+            port = withUnsafePointer(to: &p) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { ptr in
+                var a = ptr.pointee.sin6_addr
+                inet_ntop(AF_INET6, &a, &host, socklen_t(host.count))
+                return UInt16(bigEndian: ptr.pointee.sin6_port)
+            } }
+            return "[\(String(cString: host))]:\(port)"
+        }
+        port = withUnsafePointer(to: &p) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ptr in
+            var a = ptr.pointee.sin_addr
+            inet_ntop(AF_INET, &a, &host, socklen_t(host.count))
+            return UInt16(bigEndian: ptr.pointee.sin_port)
+        } }
+        return "\(String(cString: host)):\(port)"
+    }
+
+    private func logAccess() {
+        guard let log = worker.accessLog else { return }
+        log.beginLine()
+        appendPeer(to: log)
+        log.append(ascii: " \"")
+        if headComplete {
+            log.append(request.methodName.utf8)
+            log.append(byte: 32)
+            log.append(request.storage[request.target].prefix(1024))
+            log.append(ascii: " HTTP/1.")
+            log.append(decimal: Int(request.versionMinor))
+        } else {
+            log.append(ascii: "-")
+        }
+        log.append(ascii: "\" ")
+        log.append(decimal: status.rawValue)
+        log.append(byte: 32)
+        log.append(decimal: bodyBytesSent + out.count)
+        log.append(byte: 32)
+        let micros = headComplete ? Int((Sys.monotonicNanos() &- requestStartNanos) / 1000) : 0
+        log.append(decimal: micros / 1000)
+        log.append(byte: 46)
+        let frac = micros % 1000
+        if frac < 100 { log.append(byte: 48) }
+        if frac < 10 { log.append(byte: 48) }
+        log.append(decimal: frac)
+        log.append(ascii: "ms")
+        log.endLine()
+    }
+
+    private func appendPeer(to log: AccessLog) {
+        if peer.ss_family == sa_family_t(AF_INET) {
+            var p = peer
+            withUnsafePointer(to: &p) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ptr in
+                let a = UInt32(bigEndian: ptr.pointee.sin_addr.s_addr)
+                log.append(decimal: Int(a >> 24)); log.append(byte: 46)
+                log.append(decimal: Int((a >> 16) & 255)); log.append(byte: 46)
+                log.append(decimal: Int((a >> 8) & 255)); log.append(byte: 46)
+                log.append(decimal: Int(a & 255)); log.append(byte: 58)
+                log.append(decimal: Int(UInt16(bigEndian: ptr.pointee.sin_port)))
+            } }
+        } else {
+            log.append(peerDescription.utf8)
+        }
+    }
+}

@@ -1,0 +1,144 @@
+import CHTTPParser
+
+/// The headers a file handler or the connection acts on, classified once when the head is complete.
+enum KnownHeader: Int, CaseIterable {
+    case host, range, ifRange, ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, expect,
+         contentLength, transferEncoding, contentType
+
+    var lowercasedName: [UInt8] {
+        switch self {
+        case .host: Array("host".utf8)
+        case .range: Array("range".utf8)
+        case .ifRange: Array("if-range".utf8)
+        case .ifMatch: Array("if-match".utf8)
+        case .ifNoneMatch: Array("if-none-match".utf8)
+        case .ifModifiedSince: Array("if-modified-since".utf8)
+        case .ifUnmodifiedSince: Array("if-unmodified-since".utf8)
+        case .expect: Array("expect".utf8)
+        case .contentLength: Array("content-length".utf8)
+        case .transferEncoding: Array("transfer-encoding".utf8)
+        case .contentType: Array("content-type".utf8)
+        }
+    }
+}
+
+private let knownHeaderNames: [[UInt8]] = KnownHeader.allCases.map(\.lowercasedName)
+
+/// One request's head as the parser delivered it. All bytes (target, header names and values)
+/// are copied into one reusable `storage` array and referred to by offsets, so a connection
+/// parses request after request without allocating.
+struct RequestHead {
+    struct Header {
+        var name: Range<Int>
+        var value: Range<Int>
+    }
+
+    private(set) var storage: [UInt8] = []
+    private(set) var target: Range<Int> = 0..<0
+    private(set) var headers: [Header] = []
+    /// Index into `headers` of the last occurrence of each known header, or -1.
+    private(set) var known = [Int](repeating: -1, count: KnownHeader.allCases.count)
+    private(set) var hostCount = 0
+    private var lastWasValue = false
+    var method: http_method = HTTP_GET
+    var versionMajor: UInt16 = 1
+    var versionMinor: UInt16 = 1
+    var keepAlive = false
+    /// Total bytes of target plus headers so far, for the size limits.
+    var headerBytes: Int { storage.count }
+
+    init() {
+        storage.reserveCapacity(2048)
+        headers.reserveCapacity(32)
+    }
+
+    mutating func reset() {
+        storage.removeAll(keepingCapacity: true)
+        headers.removeAll(keepingCapacity: true)
+        for i in known.indices { known[i] = -1 }
+        target = 0..<0
+        hostCount = 0
+        lastWasValue = false
+        keepAlive = false
+    }
+
+    // MARK: filled by the parser callbacks
+
+    mutating func appendTarget(_ bytes: UnsafeRawBufferPointer) {
+        if target.isEmpty { target = storage.count..<storage.count }
+        storage.append(contentsOf: bytes)
+        target = target.lowerBound..<storage.count
+    }
+
+    mutating func appendHeaderName(_ bytes: UnsafeRawBufferPointer) {
+        if lastWasValue || headers.isEmpty {
+            headers.append(Header(name: storage.count..<storage.count, value: 0..<0))
+            lastWasValue = false
+        }
+        storage.append(contentsOf: bytes)
+        headers[headers.count - 1].name = headers[headers.count - 1].name.lowerBound..<storage.count
+    }
+
+    mutating func appendHeaderValue(_ bytes: UnsafeRawBufferPointer) {
+        let i = headers.count - 1
+        guard i >= 0 else { return }
+        if !lastWasValue {
+            headers[i].value = storage.count..<storage.count
+            lastWasValue = true
+        }
+        storage.append(contentsOf: bytes)
+        headers[i].value = headers[i].value.lowerBound..<storage.count
+    }
+
+    /// Classifies the headers once the head is complete.
+    mutating func finishHeaders() {
+        for (index, header) in headers.enumerated() {
+            guard let k = classify(header.name) else { continue }
+            known[k.rawValue] = index
+            if k == .host { hostCount += 1 }
+        }
+    }
+
+    private func classify(_ name: Range<Int>) -> KnownHeader? {
+        for (i, candidate) in knownHeaderNames.enumerated() where candidate.count == name.count {
+            if equalsIgnoringCase(name, candidate) { return KnownHeader(rawValue: i) }
+        }
+        return nil
+    }
+
+    // MARK: reading
+
+    func equalsIgnoringCase(_ span: Range<Int>, _ lowercased: [UInt8]) -> Bool {
+        guard span.count == lowercased.count else { return false }
+        var j = 0
+        for i in span {
+            var c = storage[i]
+            if c >= 65 && c <= 90 { c |= 0x20 }
+            if c != lowercased[j] { return false }
+            j += 1
+        }
+        return true
+    }
+
+    /// The value of a known header with surrounding whitespace trimmed, or nil when absent.
+    func value(_ header: KnownHeader) -> Range<Int>? {
+        let i = known[header.rawValue]
+        guard i >= 0 else { return nil }
+        return trimmed(headers[i].value)
+    }
+
+    func has(_ header: KnownHeader) -> Bool { known[header.rawValue] >= 0 }
+
+    func trimmed(_ span: Range<Int>) -> Range<Int> {
+        var lo = span.lowerBound, hi = span.upperBound
+        while lo < hi && (storage[lo] == 32 || storage[lo] == 9) { lo += 1 }
+        while hi > lo && (storage[hi - 1] == 32 || storage[hi - 1] == 9) { hi -= 1 }
+        return lo..<hi
+    }
+
+    func string(_ span: Range<Int>) -> String {
+        String(decoding: storage[span], as: UTF8.self)
+    }
+
+    var methodName: String { String(cString: http_method_str(method)) }
+}

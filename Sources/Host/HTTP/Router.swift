@@ -1,0 +1,48 @@
+import CHTTPParser
+
+/// What answers a request whose head is complete: checks that apply to every request, then
+/// plugins (when one owns the route), then files.
+extension Connection {
+    func respond() {
+        let config = worker.config
+        guard request.versionMajor == 1 else {
+            worker.logger.info("unsupported HTTP version", metadata: ["peer": "\(peerDescription)", "version": "\(request.versionMajor).\(request.versionMinor)"])
+            respondWithError(.versionNotSupported, close: true)
+            return
+        }
+        if request.hostCount > 1 || (config.strictHost && request.versionMinor >= 1 && request.hostCount == 0) {
+            worker.logger.info("bad Host header", metadata: ["peer": "\(peerDescription)", "count": "\(request.hostCount)"])
+            respondWithError(.badRequest, close: true)
+            return
+        }
+        if parser.contentLength != UInt64.max && parser.contentLength > UInt64(config.maxBodyBytes) {
+            worker.logger.info("request body over the limit", metadata: ["peer": "\(peerDescription)", "length": "\(parser.contentLength)"])
+            respondWithError(.contentTooLarge, close: true)
+            return
+        }
+        switch request.method {
+        case HTTP_GET, HTTP_HEAD:
+            serveFile()
+        case HTTP_OPTIONS:
+            respondToOptions()
+        case HTTP_POST, HTTP_PUT, HTTP_DELETE, HTTP_PATCH, HTTP_TRACE:
+            respondWithError(.methodNotAllowed)
+        default:
+            // CONNECT, WebDAV and the other methods http-parser knows but aws does not implement.
+            respondWithError(.notImplemented, close: request.method == HTTP_CONNECT)
+        }
+    }
+
+    private func respondToOptions() {
+        let target = request.storage[request.target]
+        guard target.elementsEqual([42]) || target.first == 47 || target.first == 104 || target.first == 72 else {
+            respondWithError(.badRequest)
+            return
+        }
+        beginResponse(.ok)
+        addHeader("Allow", ascii: "GET, HEAD, OPTIONS")
+        addHeader("Content-Length", ascii: "0")
+        endHead()
+        bodyKind = .none
+    }
+}

@@ -1,0 +1,105 @@
+import CLinux
+import Glibc
+import Logging
+
+/// Start-up and shutdown: binds the listening socket, drops privileges, starts the worker and
+/// turns signals into loop events.
+final class Server {
+    let config: Config
+    let logger: Logger
+
+    init(config: Config, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    func run() throws {
+        Sys.ignoreSIGPIPE()
+        // Block the signals before any other thread exists, so they arrive only via signalfd.
+        let signals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+        let signalFD = signals.withUnsafeBufferPointer { aws_signalfd_for($0.baseAddress, Int32($0.count)) }
+        guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
+
+        let root = try DocumentRoot(path: config.root)
+        let listenFD = try bindListener()
+        if let user = config.user { try dropPrivileges(to: user) }
+
+        logger.info("aws \(AWSVersion.string) listening on \(config.address):\(config.port)")
+        logger.info("document root: \(root.realPath)")
+        logger.info("plugins: \(config.pluginsDirectory ?? "none")")
+
+        let worker = try Worker(config: config, root: root, listenFD: listenFD, logger: logger)
+        let signalHandler = SignalHandler(fd: signalFD) { [logger] signal in
+            switch signal {
+            case SIGTERM, SIGINT:
+                logger.notice("signal \(signal): shutting down gracefully")
+                worker.beginShutdown()
+            case SIGHUP:
+                logger.notice("SIGHUP: nothing to reload")
+            default: break
+            }
+        }
+        try worker.loop.register(signalFD, signalHandler, .readable)
+        try worker.run()
+        logger.info("stopped")
+    }
+
+    private func bindListener() throws -> Int32 {
+        var v4 = sockaddr_in()
+        var v6 = sockaddr_in6()
+        let family: Int32
+        if inet_pton(AF_INET, config.address, &v4.sin_addr) == 1 {
+            family = AF_INET
+            v4.sin_family = sa_family_t(AF_INET)
+            v4.sin_port = config.port.bigEndian
+        } else if inet_pton(AF_INET6, config.address, &v6.sin6_addr) == 1 {
+            family = AF_INET6
+            v6.sin6_family = sa_family_t(AF_INET6)
+            v6.sin6_port = config.port.bigEndian
+        } else {
+            throw ConfigError("not an IPv4 or IPv6 address: \(config.address)")
+        }
+        let fd = try Sys.socket(family: family)
+        do {
+            try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, 1)
+            try Sys.setsockopt(fd, Int32(IPPROTO_TCP), aws_tcp_defer_accept(), 1)
+            _ = try Sys.check("bind") {
+                family == AF_INET
+                    ? withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+                    : withUnsafePointer(to: &v6) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) } }
+            }
+            try Sys.listen(fd, backlog: 4096)
+        } catch {
+            Sys.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    private func dropPrivileges(to name: String) throws {
+        guard let pw = getpwnam(name) else { throw ConfigError("no such user: \(name)") }
+        let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
+        _ = try Sys.check("setgroups") { setgroups(0, nil) }
+        _ = try Sys.check("setgid") { setgid(gid) }
+        _ = try Sys.check("setuid") { setuid(uid) }
+        logger.info("running as \(name) (uid \(uid))")
+    }
+}
+
+struct ConfigError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+private final class SignalHandler: EventHandler {
+    let fd: Int32
+    let onSignal: (Int32) -> Void
+    init(fd: Int32, onSignal: @escaping (Int32) -> Void) { self.fd = fd; self.onSignal = onSignal }
+    func handleEvents(_ events: Epoll.Interest) {
+        while true {
+            let s = aws_signalfd_read(fd)
+            if s <= 0 { return }
+            onSignal(s)
+        }
+    }
+}
