@@ -250,6 +250,7 @@ final class Connection: EventHandler, Timed {
         headComplete = false
         messageComplete = false
         refusal = nil
+        closeAfterResponse = false
         bodyBytesReceived = 0
         sniff.removeAll(keepingCapacity: true)
     }
