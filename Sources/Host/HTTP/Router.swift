@@ -20,6 +20,21 @@ extension Connection {
             respondWithError(.contentTooLarge, close: true)
             return
         }
+        let hasBody = parser.isChunked || (parser.contentLength != UInt64.max && parser.contentLength > 0)
+        if request.versionMinor == 0 && !hasBody && parser.contentLength == UInt64.max
+            && [HTTP_POST, HTTP_PUT, HTTP_PATCH].contains(request.method) {
+            // HTTP/1.0 has no chunked coding: a body without a length cannot be framed.
+            respondWithError(.lengthRequired, close: true)
+            return
+        }
+        if let expect = request.value(.expect), !request.equalsIgnoringCase(expect, Array("100-continue".utf8)) {
+            respondWithError(.expectationFailed, close: hasBody)
+            return
+        }
+        // Files never read a request body, so `Expect: 100-continue` is answered with the final
+        // status straight away (RFC 9110 §10.1.1). The client may then withhold the body, so the
+        // connection closes after the response rather than wait for content that may never come.
+        if hasBody && request.has(.expect) { closeAfterResponse = true }
         switch request.method {
         case HTTP_GET, HTTP_HEAD:
             serveFile()
