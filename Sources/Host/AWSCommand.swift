@@ -19,6 +19,9 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "TCP port to listen on.") var port: UInt16 = 8888
     @Option(help: "Address to listen on (IPv4 or IPv6).") var address: String = "0.0.0.0"
     @Option(help: "Folder of plugin shared libraries to load.") var plugins: String?
+    @Option(name: .customLong("plugin-config"), help: ArgumentHelp("A plugin setting, NAME.KEY=VALUE (repeatable).", valueName: "NAME.KEY=VALUE"))
+    var pluginConfig: [String] = []
+    @Flag(help: "Refuse to start if any plugin fails to load.") var strictPlugins = false
     @Option(help: "trace, debug, info, notice, warning, error or critical. Request lines are logged at info.")
     var logLevel: Logger.Level = .info
     @Option(help: "Write request lines to this file instead of standard error.") var accessLog: String?
@@ -49,6 +52,12 @@ struct AWSCommand: ParsableCommand {
             throw ValidationError("--\(name) must be at least 1")
         }
         if maxBody < 0 { throw ValidationError("--max-body must not be negative") }
+        for item in pluginConfig {
+            guard let eq = item.firstIndex(of: "="), let dot = item[..<eq].firstIndex(of: "."),
+                  dot != item.startIndex, item.index(after: dot) < eq else {
+                throw ValidationError("--plugin-config wants NAME.KEY=VALUE, got \(item)")
+            }
+        }
     }
 
     func run() throws {
@@ -57,6 +66,11 @@ struct AWSCommand: ParsableCommand {
         config.port = port
         config.address = address
         config.pluginsDirectory = plugins
+        config.strictPlugins = strictPlugins
+        for item in pluginConfig {
+            let eq = item.firstIndex(of: "=")!, dot = item[..<eq].firstIndex(of: ".")!
+            config.pluginConfig[String(item[..<dot]), default: [:]][String(item[item.index(after: dot)..<eq])] = String(item[item.index(after: eq)...])
+        }
         config.logLevel = logLevel
         config.accessLogPath = accessLog
         config.user = user

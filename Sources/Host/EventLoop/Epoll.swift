@@ -11,6 +11,8 @@ struct Epoll: ~Copyable {
         /// Reported in every wait whatever was asked; named so handlers can test for them.
         static let error = Interest(rawValue: aws_epollerr())
         static let hangup = Interest(rawValue: aws_epollhup())
+        /// The peer shut its sending side (or closed).
+        static let peerClosed = Interest(rawValue: aws_epollrdhup())
     }
 
     let fd: Int32

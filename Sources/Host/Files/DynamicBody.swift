@@ -32,7 +32,7 @@ extension Connection {
                     }
                     guard let sent else { return .blocked }
                     bodyOffset += sent
-                    bodyBytesSent += sent
+                    bytesSent += sent
                     setDeadline(worker.config.sendTimeout)
                     continue
                 }

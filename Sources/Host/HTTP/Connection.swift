@@ -23,14 +23,18 @@ final class Connection: EventHandler, Timed {
         /// Closing after an error: our side is shut, input is discarded until EOF or a deadline,
         /// so the client reads the response instead of a reset.
         case lingering
+        /// A plugin owns the request: its body is read while the plugin's response is sent.
+        case plugin
     }
 
     unowned let worker: Worker
+    /// This object's index in its worker, part of plugin request handles.
+    let slot: Int
     private(set) var fd: Int32 = -1
     private(set) var generation: UInt32 = 0
     var isOpen: Bool { fd >= 0 }
     var peer = sockaddr_storage()
-    private(set) var phase: Phase = .idle
+    var phase: Phase = .idle
 
     // Input
     let parser = HTTPParser()
@@ -39,7 +43,7 @@ final class Connection: EventHandler, Timed {
     private var pending: [UInt8] = []
     private var pendingStart = 0
     private var headComplete = false
-    private var messageComplete = true
+    private(set) var messageComplete = true
     /// Set by a parser callback that refuses the request (a limit), answered when the parser stops.
     private var refusal: HTTPStatus?
     private var sniff: [UInt8] = []
@@ -47,11 +51,15 @@ final class Connection: EventHandler, Timed {
 
     // Output
     var out: [UInt8] = []
-    private var outSent = 0
-    enum BodyKind { case none, sendfile, aio }
+    private(set) var outSent = 0
+    enum BodyKind { case none, memory, sendfile, aio }
     var bodyKind: BodyKind = .none
-    /// The open file behind a body, owned by the response and closed when it ends.
+    /// The open file behind a body; closed when the body ends if `bodyFDOwned`.
     var bodyFD: Int32 = -1
+    var bodyFDOwned = true
+    /// A memory body (plugin parts): bytes [bodyOffset, bodyEnd) of it are sent.
+    var memoryBody: UnsafeRawPointer?
+    var plugin = PluginExchange()
     /// Next file byte to send and the end of the range.
     var bodyOffset = 0
     var bodyEnd = 0
@@ -61,7 +69,7 @@ final class Connection: EventHandler, Timed {
     var responseReady = false
     var closeAfterResponse = false
     private var willClose = false
-    var bodyBytesSent = 0
+    var bytesSent = 0
     private var requestStartNanos: UInt64 = 0
     private var requestsServed = 0
     private var interest: Epoll.Interest = []
@@ -70,8 +78,9 @@ final class Connection: EventHandler, Timed {
     var deadline: Int64 = .max
     var wheelTick: Int64 = -1
 
-    init(worker: Worker) {
+    init(worker: Worker, slot: Int) {
         self.worker = worker
+        self.slot = slot
         pending.reserveCapacity(4096)
         out.reserveCapacity(1024)
         sniff.reserveCapacity(64)
@@ -100,6 +109,7 @@ final class Connection: EventHandler, Timed {
     /// Closes the socket and releases everything the connection holds; exactly once per socket.
     func close() {
         guard fd >= 0 else { return }
+        if plugin.route != nil { endPluginRequest(aborted: !(plugin.finished && plugin.terminated && outSent >= out.count && bodyKind == .none)) }
         releaseBody()
         worker.loop.unregister(fd)
         Sys.close(fd)
@@ -139,6 +149,9 @@ final class Connection: EventHandler, Timed {
         case .responding:
             worker.logger.info("send stalled, closing", metadata: ["peer": "\(peerDescription)"])
             close()
+        case .plugin:
+            worker.logger.info("plugin request timed out (body or send stalled), closing", metadata: ["peer": "\(peerDescription)"])
+            close()
         case .idle, .lingering:
             close()
         }
@@ -158,6 +171,15 @@ final class Connection: EventHandler, Timed {
     // MARK: events
 
     func handleEvents(_ events: Epoll.Interest) {
+        if phase == .plugin {
+            if events.contains(.writable) { drive() }
+            if isOpen && phase == .plugin && (events.contains(.readable) || !events.isDisjoint(with: [.error, .hangup, .peerClosed])) {
+                if messageComplete { close(); return }  // only a hang-up is watched once the body is in
+                readAvailable()
+            }
+            if isOpen && phase != .plugin { readAvailable() }
+            return
+        }
         if phase == .responding {
             if events.contains(.writable) || !events.isDisjoint(with: [.error, .hangup]) { drive() }
             if isOpen && !events.isDisjoint(with: [.error, .hangup]) && phase == .responding { close() }
@@ -170,7 +192,7 @@ final class Connection: EventHandler, Timed {
     /// shared read buffer; only bytes belonging to a later (pipelined) request are copied.
     func readAvailable() {
         let buffer = worker.readBuffer
-        while isOpen && phase != .responding {
+        while isOpen && wantsInput {
             let n: Int
             do {
                 guard let got = try Sys.recv(fd, buffer.baseAddress!, buffer.count) else { return }
@@ -191,8 +213,18 @@ final class Connection: EventHandler, Timed {
         }
     }
 
+    private var wantsInput: Bool {
+        switch phase {
+        case .responding: false
+        case .plugin: !messageComplete
+        default: true
+        }
+    }
+
     private func endOfInput() {
         switch phase {
+        case .plugin:
+            close()  // the body will never be complete
         case .idle, .lingering, .drainingBody:
             close()
         case .readingHead, .sniffingMethod:
@@ -211,6 +243,8 @@ final class Connection: EventHandler, Timed {
             switch phase {
             case .responding, .lingering:
                 return used
+            case .plugin:
+                if messageComplete { return used }
             case .sniffingMethod:
                 sniffMethod(UnsafeRawBufferPointer(rebasing: bytes[used...]))
                 return bytes.count
@@ -237,7 +271,7 @@ final class Connection: EventHandler, Timed {
                 parseFailed(error)
                 used = bytes.count
             }
-            if responseReady && phase != .responding {
+            if responseReady && phase != .responding && phase != .plugin {
                 phase = .responding
                 setDeadline(worker.config.sendTimeout)
             }
@@ -264,9 +298,10 @@ final class Connection: EventHandler, Timed {
     /// Sends what can be sent, then serves any pipelined requests already received.
     func drive() {
         while isOpen {
-            if phase == .responding {
+            if phase == .responding || phase == .plugin {
+                let before = phase
                 flush()
-                if phase == .responding || !isOpen { return }
+                if phase == before || !isOpen { return }
             }
             guard phase == .idle || phase == .drainingBody, pendingStart < pending.count else { break }
             let used = pending.withUnsafeBytes { consume(UnsafeRawBufferPointer(rebasing: $0[pendingStart...])) }
@@ -326,17 +361,22 @@ final class Connection: EventHandler, Timed {
 
     func parserBody(_ bytes: UnsafeRawBufferPointer) -> Int32 {
         bodyBytesReceived += bytes.count
-        // Bodies of requests answered from files are read and dropped; past the body limit the
-        // connection is not worth keeping.
+        // Past the body limit the connection is not worth keeping.
         if bodyBytesReceived > worker.config.maxBodyBytes {
             closeAfterResponse = true
             refusal = .contentTooLarge
             return 1
         }
+        // Bodies of requests answered from files are read and dropped; plugins get theirs.
+        if plugin.route != nil { pluginBody(bytes) }
         return 0
     }
 
-    func parserMessageComplete() -> Int32 { 0 }
+    func parserMessageComplete() -> Int32 {
+        messageComplete = true
+        if plugin.route != nil { pluginMessageComplete() }
+        return 0
+    }
 
     // MARK: malformed input
 
@@ -397,39 +437,81 @@ final class Connection: EventHandler, Timed {
 
     /// Sends head, then body, as far as the socket takes them.
     private func flush() {
-        while outSent < out.count {
-            let sent: Int?
-            do {
-                sent = try out.withUnsafeBytes { try Sys.send(fd, $0.baseAddress! + outSent, $0.count - outSent, more: bodyKind != .none) }
-            } catch {
-                close()
-                return
-            }
-            guard let sent else { setInterest(.writable); return }
-            outSent += sent
-            setDeadline(worker.config.sendTimeout)
-        }
         let progress: Progress
-        switch bodyKind {
-        case .none: progress = .done
-        case .sendfile: progress = pumpFile()
-        case .aio: progress = pumpAIO()
+        if phase == .plugin {
+            progress = pluginFlush()
+        } else {
+            switch sendOut(more: bodyKind != .none) {
+            case .done:
+                switch bodyKind {
+                case .none: progress = .done
+                case .memory: progress = pumpMemory()
+                case .sendfile: progress = pumpFile()
+                case .aio: progress = pumpAIO()
+                }
+            case let other:
+                progress = other
+            }
         }
+        guard isOpen else { return }
+        // While a plugin request's body is still arriving, keep reading it; once it is in, watch
+        // only for the peer hanging up.
+        let input: Epoll.Interest = phase == .plugin ? (messageComplete ? .peerClosed : .readable) : []
         switch progress {
-        case .done: finishResponse()
-        case .blocked: setInterest(.writable)
-        case .waiting: setInterest([])
-        case .failed: close()
+        case .done:
+            finishResponse()
+        case .blocked:
+            setInterest(input.union(.writable))
+        case .waiting:
+            setInterest(input)
+            if phase == .plugin && bodyKind == .none { deadline = messageComplete ? .max : worker.loop.now + worker.config.bodyTimeout }
+        case .failed:
+            close()
         }
     }
 
+    /// Sends the buffered head (and any small body or chunk framing in it).
+    func sendOut(more: Bool) -> Progress {
+        while outSent < out.count {
+            let sent: Int?
+            do {
+                sent = try out.withUnsafeBytes { try Sys.send(fd, $0.baseAddress! + outSent, $0.count - outSent, more: more) }
+            } catch {
+                return .failed
+            }
+            guard let sent else { return .blocked }
+            outSent += sent
+            bytesSent += sent
+            setDeadline(worker.config.sendTimeout)
+        }
+        out.removeAll(keepingCapacity: true)
+        outSent = 0
+        return .done
+    }
+
+    /// A memory body, from `memoryBody`.
+    func pumpMemory() -> Progress {
+        guard let base = memoryBody else { return .done }
+        while bodyOffset < bodyEnd {
+            do {
+                guard let n = try Sys.send(fd, base + bodyOffset, bodyEnd - bodyOffset) else { return .blocked }
+                bodyOffset += n
+                bytesSent += n
+                setDeadline(worker.config.sendTimeout)
+            } catch {
+                return .failed
+            }
+        }
+        return .done
+    }
+
     /// sendfile(2) from the open file until the range is sent or the socket is full.
-    private func pumpFile() -> Progress {
+    func pumpFile() -> Progress {
         while bodyOffset < bodyEnd {
             do {
                 guard let n = try Sys.sendfile(to: fd, from: bodyFD, offset: &bodyOffset, count: min(bodyEnd - bodyOffset, 1 << 30)) else { return .blocked }
                 if n == 0 { return .failed }  // the file shrank under us
-                bodyBytesSent += n
+                bytesSent += n
                 setDeadline(worker.config.sendTimeout)
             } catch {
                 return .failed
@@ -441,6 +523,10 @@ final class Connection: EventHandler, Timed {
     private func finishResponse() {
         logAccess()
         releaseBody()
+        if plugin.route != nil {
+            endPluginRequest()
+            phase = .responding
+        }
         requestsServed += 1
         responseReady = false
         if willClose || !isOpen || worker.isShuttingDown {
@@ -462,9 +548,11 @@ final class Connection: EventHandler, Timed {
             aioSlots.removeAll(keepingCapacity: true)
         }
         if bodyFD >= 0 {
-            Sys.close(bodyFD)
+            if bodyFDOwned { Sys.close(bodyFD) }
             bodyFD = -1
+            bodyFDOwned = true
         }
+        memoryBody = nil
         bodyKind = .none
     }
 
@@ -477,7 +565,7 @@ final class Connection: EventHandler, Timed {
         self.status = status
         out.removeAll(keepingCapacity: true)
         outSent = 0
-        bodyBytesSent = 0
+        bytesSent = 0
         out.append(contentsOf: StatusTable.shared.statusLine(status))
         out.append(ascii: "Date: ")
         out.append(contentsOf: worker.date.bytes)
@@ -521,13 +609,14 @@ final class Connection: EventHandler, Timed {
     }
 
     /// A complete error response with its short HTML page.
-    func respondWithError(_ status: HTTPStatus, close: Bool = false) {
-        releaseBody()
+    func respondWithError(_ status: HTTPStatus, close: Bool = false, allow: String? = nil) {
+        if phase != .plugin { releaseBody() }
         if close { closeAfterResponse = true }
         beginResponse(status)
         let page = StatusTable.shared.errorPage(status)
         switch status {
-        case .methodNotAllowed: addHeader("Allow", ascii: "GET, HEAD, OPTIONS")
+        case .methodNotAllowed:
+            if let allow { addHeader("Allow", allow.utf8) } else { addHeader("Allow", ascii: "GET, HEAD, OPTIONS") }
         case .serviceUnavailable: addHeader("Retry-After", ascii: "1")
         default: break
         }
@@ -577,7 +666,7 @@ final class Connection: EventHandler, Timed {
         log.append(ascii: "\" ")
         log.append(decimal: status.rawValue)
         log.append(byte: 32)
-        log.append(decimal: bodyBytesSent + out.count)
+        log.append(decimal: bytesSent + (out.count - outSent))
         log.append(byte: 32)
         let micros = headComplete ? Int((Sys.monotonicNanos() &- requestStartNanos) / 1000) : 0
         log.append(decimal: micros / 1000)

@@ -31,6 +31,7 @@ extension Connection {
             respondWithError(.expectationFailed, close: hasBody)
             return
         }
+        if dispatchToPlugin() { return }
         // Files never read a request body, so `Expect: 100-continue` is answered with the final
         // status straight away (RFC 9110 §10.1.1). The client may then withhold the body, so the
         // connection closes after the response rather than wait for content that may never come.

@@ -6,6 +6,9 @@ struct Config: Sendable {
     var address = "0.0.0.0"
     var port: UInt16 = 8888
     var pluginsDirectory: String?
+    /// --plugin-config NAME.KEY=VALUE, by plugin name.
+    var pluginConfig: [String: [String: String]] = [:]
+    var strictPlugins = false
     var logLevel: Logger.Level = .info
     var accessLogPath: String?
     var user: String?

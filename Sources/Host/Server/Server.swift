@@ -28,19 +28,36 @@ final class Server {
         logger.info("document root: \(root.realPath)")
         logger.info("plugins: \(config.pluginsDirectory ?? "none")")
 
-        let worker = try Worker(config: config, root: root, listenFD: listenFD, logger: logger)
+        var loader: PluginLoader?
+        var routes = RouteTable(plugins: [])
+        if let dir = config.pluginsDirectory {
+            let l = PluginLoader(directory: dir, config: config.pluginConfig, strict: config.strictPlugins, root: root.realPath, logger: logger)
+            routes = try l.loadAll()
+            loader = l
+            logger.info("\(routes.plugins.count) plugin(s) loaded")
+        }
+
+        let worker = try Worker(index: 0, config: config, root: root, listenFD: listenFD, routes: routes, logger: logger)
+        HostAPI.workers = [worker]
         let signalHandler = SignalHandler(fd: signalFD) { [logger] signal in
             switch signal {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
                 worker.beginShutdown()
             case SIGHUP:
-                logger.notice("SIGHUP: nothing to reload")
+                guard let loader else {
+                    logger.notice("SIGHUP: no plugins folder to reload")
+                    return
+                }
+                logger.notice("SIGHUP: reloading plugins from \(loader.directory)")
+                worker.routes = loader.reload(current: worker.routes)
             default: break
             }
         }
-        try worker.loop.register(signalFD, signalHandler, .readable)
+        try worker.loop.register(signalFD, signalHandler, Epoll.Interest.readable)
         try worker.run()
+        for plugin in worker.routes.plugins where plugin.inFlight == 0 { plugin.unload(logger: logger) }
+        withExtendedLifetime(loader) {}
         logger.info("stopped")
     }
 

@@ -6,6 +6,7 @@ import Logging
 /// context, its timers and its log buffer. Workers share nothing but the read-only `Config` and
 /// `DocumentRoot`, so N of them can run on N threads.
 final class Worker {
+    let index: Int
     let config: Config
     let loop: EventLoop
     let root: DocumentRoot
@@ -21,12 +22,20 @@ final class Worker {
     private let listenFD: Int32
     private var listener: Listener?
     private var connections: [Connection?] = []
+    /// Every connection object this worker made, by `Connection.slot`; plugin handles name them.
+    private var slots: [Connection] = []
     private var pool: [Connection] = []
+    /// The plugin routes; replaced whole on reload.
+    var routes: RouteTable
+    private let thread = pthread_self()
+    var isLoopThread: Bool { pthread_equal(thread, pthread_self()) != 0 }
     private(set) var openConnections = 0
     private var acceptPausedUntil: Int64 = 0
     private var shutdownDeadline: Int64 = .max
 
-    init(config: Config, root: DocumentRoot, listenFD: Int32, logger: Logger) throws {
+    init(index: Int, config: Config, root: DocumentRoot, listenFD: Int32, routes: RouteTable, logger: Logger) throws {
+        self.index = index
+        self.routes = routes
         self.config = config
         self.root = root
         self.listenFD = listenFD
@@ -93,7 +102,7 @@ final class Worker {
                 continue
             }
             try? Sys.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
-            let connection = pool.popLast() ?? Connection(worker: self)
+            let connection = pool.popLast() ?? makeConnection()
             connection.open(fd: fd, peer: peer)
             do {
                 try loop.register(fd, connection, .readable)
@@ -126,6 +135,14 @@ final class Worker {
         Sys.shutdownWrite(fd)
         Sys.close(fd)
     }
+
+    private func makeConnection() -> Connection {
+        let c = Connection(worker: self, slot: slots.count)
+        slots.append(c)
+        return c
+    }
+
+    func connection(slot: Int) -> Connection? { slot < slots.count ? slots[slot] : nil }
 
     func connectionClosed(_ connection: Connection) {
         openConnections -= 1

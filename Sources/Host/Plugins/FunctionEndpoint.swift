@@ -1,0 +1,86 @@
+import CHTTPParser
+
+/// Answers a request for a typed function endpoint (`register_function`): parameters from the
+/// query string and, for POST, an application/x-www-form-urlencoded body; the result as text, or
+/// as JSON when the client asks for it.
+extension Connection {
+    func respondWithFunction(_ function: FFIFunction) {
+        plugin.dispatched = true
+        guard request.method == HTTP_GET || request.method == HTTP_HEAD || request.method == HTTP_POST else {
+            finishFunction { $0.respondWithError(.methodNotAllowed, allow: "GET, HEAD, POST") }
+            return
+        }
+        var values: [String: String] = [:]
+        let target = request.storage[request.target]
+        var wantsJSON = false
+        if let q = target.firstIndex(of: 63) {
+            let end = target[q...].firstIndex(of: 35) ?? target.endIndex
+            Connection.parseForm(target[(q + 1)..<end], into: &values)
+        }
+        if request.method == HTTP_POST, !plugin.body.isEmpty {
+            Connection.parseForm(plugin.body[...], into: &values)
+        }
+        if values["format"] == "json" { wantsJSON = true }
+        for h in request.headers where request.equalsIgnoringCase(h.name, Array("accept".utf8)) {
+            if request.string(h.value).contains("application/json") { wantsJSON = true }
+        }
+        switch function.call(values) {
+        case .failure(let error):
+            let message: String
+            switch error {
+            case .missing(let name): message = "missing parameter: \(name)\n"
+            case .invalid(let name, let type): message = "invalid parameter \(name): expected \(type.rawValue)\n"
+            }
+            worker.logger.info("function \(function.name): \(message.dropLast())", metadata: ["peer": "\(peerDescription)"])
+            finishFunction { $0.respondWithBody(.badRequest, type: "text/plain; charset=utf-8", Array(message.utf8)) }
+        case .success(let result):
+            if wantsJSON {
+                finishFunction { $0.respondWithBody(.ok, type: "application/json", Array("{\"result\": \(result.json)}\n".utf8)) }
+            } else {
+                finishFunction { $0.respondWithBody(.ok, type: "text/plain; charset=utf-8", Array((result.text + "\n").utf8)) }
+            }
+        }
+    }
+
+    /// Function endpoints answer in one go: the response is a plain one, not a plugin stream.
+    private func finishFunction(_ respond: (Connection) -> Void) {
+        respond(self)
+        endPluginRequest(callEnd: false)
+        phase = .responding
+    }
+
+    /// A complete response with a small in-memory body.
+    func respondWithBody(_ status: HTTPStatus, type: StaticString, _ body: [UInt8]) {
+        beginResponse(status)
+        addHeader("Content-Type", ascii: type)
+        addHeader("Content-Length", decimal: body.count)
+        endHead()
+        if !isHead { out.append(contentsOf: body) }
+        bodyKind = .none
+    }
+
+    /// application/x-www-form-urlencoded: `a=1&b=x+y`, percent-decoded, '+' as space.
+    static func parseForm(_ bytes: ArraySlice<UInt8>, into values: inout [String: String]) {
+        for pair in bytes.split(separator: 38, omittingEmptySubsequences: true) {
+            let parts = pair.split(separator: 61, maxSplits: 1, omittingEmptySubsequences: false)
+            guard let key = formDecode(parts[0]) else { continue }
+            values[key] = parts.count > 1 ? (formDecode(parts[1]) ?? "") : ""
+        }
+    }
+
+    private static func formDecode(_ s: ArraySlice<UInt8>) -> String? {
+        var out: [UInt8] = []
+        var i = s.startIndex
+        while i < s.endIndex {
+            let c = s[i]
+            if c == 43 {
+                out.append(32); i += 1
+            } else if c == 37, i + 2 < s.endIndex, let hi = ASCII.hexValue(s[i + 1]), let lo = ASCII.hexValue(s[i + 2]) {
+                out.append(hi << 4 | lo); i += 3
+            } else {
+                out.append(c); i += 1
+            }
+        }
+        return String(validating: out, as: UTF8.self)
+    }
+}

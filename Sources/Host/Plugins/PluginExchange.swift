@@ -1,0 +1,485 @@
+import CHTTPParser
+import Glibc
+import PluginAPI
+
+/// A plugin request's state, kept in the connection and reset per request (its buffers are
+/// reused, so a plugin request allocates nothing the host can avoid).
+struct PluginExchange {
+    var route: Route?
+    var handler: PluginHandler?
+    var function: FFIFunction?
+    var generation: UInt32 = 0
+    var handle: aws_request = 0
+    /// on_request accepted the request and on_end has not been called yet.
+    var active = false
+    /// on_request has been called (buffered routes call it once the body is complete).
+    var dispatched = false
+    var status = 200
+    var headers: [UInt8] = []
+    var declaredLength: UInt64?
+    var headRendered = false
+    var chunked = false
+    var finished = false
+    var terminated = false
+    var failedAfterHead = false
+    var aborted = false
+    /// The outstanding part: framed (its chunk-size line queued), and how to give it back.
+    var partQueued = false
+    var partFramed = false
+    var partLength = 0
+    var partRelease: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?
+    var partReleaseContext: UnsafeMutableRawPointer?
+    var proceedDue = false
+    var bytesQueued: UInt64 = 0
+    var userData: UnsafeMutableRawPointer?
+    var scratch: [UnsafeMutableRawPointer] = []
+    var body: [UInt8] = []
+    /// Copies of memory parts handed over without a release callback; reused across requests.
+    var copyBuffer: UnsafeMutableRawPointer?
+    var copyCapacity = 0
+    // Backing for the request view's strings that are not in the head storage.
+    var pathBytes: [UInt8] = []
+    var remote: [UInt8] = []
+    var viewHeaders: UnsafeMutablePointer<aws_header>?
+    var viewHeaderCapacity = 0
+}
+
+extension Connection {
+    // MARK: dispatch
+
+    /// Routes a complete head to a plugin when one owns the path. Returns false when no plugin
+    /// route applies (the request then goes to the file handler).
+    func dispatchToPlugin() -> Bool {
+        let table = worker.routes
+        guard !table.isEmpty else { return false }
+        if DocumentRoot.resolve(target: request.storage[request.target], into: &path) != nil { return false }
+        let method = request.methodName
+        let (route, owned) = table.match(path: path.bytes, method: method)
+        guard let route else {
+            if owned {
+                let allowed = table.methods(forPath: path.bytes)
+                respondWithError(.methodNotAllowed, allow: allowed.isEmpty ? nil : allowed.joined(separator: ", "))
+                return true
+            }
+            return false
+        }
+        plugin.route = route
+        plugin.generation = plugin.generation == UInt32.max ? 1 : plugin.generation + 1
+        plugin.handle = HostAPI.handle(worker: worker.index, slot: slot, generation: plugin.generation)
+        plugin.dispatched = false
+        route.plugin.inFlight += 1
+        phase = .plugin
+        switch route.target {
+        case .function(let f):
+            plugin.function = f
+            if requestHasBody && !messageComplete { sendContinueIfExpected(); return true }
+            respondWithFunction(f)
+        case .handler(let h):
+            plugin.handler = h
+            if route.buffersBody && requestHasBody && !messageComplete {
+                sendContinueIfExpected()
+                return true
+            }
+            invokeOnRequest()
+        }
+        return true
+    }
+
+    var requestHasBody: Bool { parser.isChunked || (parser.contentLength != UInt64.max && parser.contentLength > 0) }
+
+    private func sendContinueIfExpected() {
+        guard request.has(.expect), request.versionMinor >= 1 else { return }
+        let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
+        // Best effort and tiny: the socket is idle at this point. If it would block, the client
+        // sends the body after its own short wait anyway (RFC 9110 §10.1.1).
+        _ = try? Sys.send(fd, line.utf8Start, line.utf8CodeUnitCount)
+    }
+
+    /// Calls on_request with a view of the request.
+    private func invokeOnRequest() {
+        guard let handler = plugin.handler else { return }
+        plugin.dispatched = true
+        plugin.active = true
+        let rc = withRequestView { view in handler.onRequest(plugin.handle, view, handler.user) }
+        if rc != 0 {
+            plugin.active = false
+            let status = HTTPStatus(rawValue: Int(rc)) ?? (rc >= 400 && rc < 600 ? .internalServerError : .internalServerError)
+            if !(400..<600).contains(Int(rc)) {
+                worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") on_request returned \(rc), not 0 or a 4xx/5xx status")
+            }
+            endPluginRequest(callEnd: false)
+            respondWithError(status, close: requestHasBody && !messageComplete)
+            phase = .responding
+            return
+        }
+        if requestHasBody && !messageComplete && !plugin.headRendered && !plugin.finished { sendContinueIfExpected() }
+    }
+
+    /// Builds the borrowed `aws_request_view` and runs `body` with it.
+    private func withRequestView<R>(_ body: (UnsafePointer<aws_request_view>) -> R) -> R {
+        plugin.pathBytes.removeAll(keepingCapacity: true)
+        plugin.pathBytes.append(47)
+        plugin.pathBytes.append(contentsOf: path.bytes)
+        if path.trailingSlash && !path.bytes.isEmpty { plugin.pathBytes.append(47) }
+        plugin.remote.removeAll(keepingCapacity: true)
+        plugin.remote.append(contentsOf: peerDescription.utf8)
+        if plugin.viewHeaderCapacity < request.headers.count {
+            plugin.viewHeaders?.deallocate()
+            plugin.viewHeaderCapacity = max(request.headers.count, 32)
+            plugin.viewHeaders = .allocate(capacity: plugin.viewHeaderCapacity)
+        }
+        let method = http_method_str(request.method)!
+        return request.storage.withUnsafeBufferPointer { storage in
+            let base = UnsafeRawPointer(storage.baseAddress!).assumingMemoryBound(to: CChar.self)
+            func str(_ r: Range<Int>) -> aws_str { aws_str(ptr: base + r.lowerBound, len: r.count) }
+            for (i, h) in request.headers.enumerated() {
+                plugin.viewHeaders![i] = aws_header(name: str(h.name), value: str(request.trimmed(h.value)))
+            }
+            let target = request.target
+            var query = aws_str(ptr: nil, len: 0)
+            if let q = storage[target].firstIndex(of: 63) {
+                let end = storage[(q + 1)..<target.upperBound].firstIndex(of: 35) ?? target.upperBound
+                query = str((q + 1)..<end)
+            }
+            return plugin.pathBytes.withUnsafeBufferPointer { pathBuf in
+                plugin.remote.withUnsafeBufferPointer { remoteBuf in
+                    plugin.body.withUnsafeBufferPointer { bodyBuf in
+                        var view = aws_request_view(
+                            method: aws_str(ptr: method, len: strlen(method)),
+                            target: str(target),
+                            path: aws_str(ptr: UnsafeRawPointer(pathBuf.baseAddress!).assumingMemoryBound(to: CChar.self), len: pathBuf.count),
+                            query: query,
+                            version_major: Int32(request.versionMajor),
+                            version_minor: Int32(request.versionMinor),
+                            headers: UnsafePointer(plugin.viewHeaders),
+                            header_count: request.headers.count,
+                            remote_addr: aws_str(ptr: UnsafeRawPointer(remoteBuf.baseAddress!).assumingMemoryBound(to: CChar.self), len: remoteBuf.count),
+                            content_length: parser.contentLength == UInt64.max ? -1 : Int64(parser.contentLength),
+                            body: aws_str(ptr: bodyBuf.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, len: bodyBuf.count))
+                        return body(&view)
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: request body
+
+    /// A piece of the body arrived for a plugin route.
+    func pluginBody(_ bytes: UnsafeRawBufferPointer) {
+        guard let route = plugin.route else { return }
+        if route.buffersBody && !plugin.dispatched {
+            plugin.body.append(contentsOf: bytes)
+            return
+        }
+        guard plugin.active, let handler = plugin.handler, let onBody = handler.onBody, bytes.count > 0 else { return }
+        onBody(plugin.handle, bytes.baseAddress, bytes.count, 0, handler.user)
+    }
+
+    /// The request's message is complete: buffered routes run now; streaming ones get last=1.
+    func pluginMessageComplete() {
+        guard let route = plugin.route else { return }
+        if !plugin.dispatched {
+            if let f = plugin.function {
+                respondWithFunction(f)
+            } else if route.buffersBody {
+                invokeOnRequest()
+            }
+            return
+        }
+        guard plugin.active, requestHasBody, let handler = plugin.handler, let onBody = handler.onBody else { return }
+        onBody(plugin.handle, nil, 0, 1, handler.user)
+    }
+
+    // MARK: host calls (validated handle, loop thread); they only record: sending happens after
+    // the plugin's callback has returned, so the host never re-enters a plugin.
+
+    func pluginSetStatus(_ status: Int) -> Int32 {
+        guard !plugin.headRendered, !plugin.finished else { return misuse("set_status after the head was sent") }
+        guard (100...599).contains(status), status != 101 else { return Int32(AWS_E_INVALID) }
+        plugin.status = status
+        return Int32(AWS_OK)
+    }
+
+    func pluginAddHeader(_ name: aws_str, _ value: aws_str) -> Int32 {
+        guard !plugin.headRendered, !plugin.finished else { return misuse("add_header after the head was sent") }
+        guard let np = name.ptr, name.len > 0 else { return Int32(AWS_E_INVALID) }
+        let n = UnsafeRawBufferPointer(start: np, count: name.len)
+        let v = UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
+        guard n.allSatisfy(ASCII.isTokenChar), !v.contains(13), !v.contains(10), !v.contains(0) else { return Int32(AWS_E_INVALID) }
+        for reserved in ["date", "server", "content-length", "transfer-encoding", "connection"] where reserved.utf8.count == n.count {
+            if zip(reserved.utf8, n).allSatisfy({ $0 == ASCII.lower($1) }) { return Int32(AWS_E_INVALID) }
+        }
+        plugin.headers.append(contentsOf: n)
+        plugin.headers.append(ascii: ": ")
+        plugin.headers.append(contentsOf: v)
+        plugin.headers.append(ascii: "\r\n")
+        return Int32(AWS_OK)
+    }
+
+    func pluginSetContentLength(_ length: UInt64) -> Int32 {
+        guard !plugin.headRendered, !plugin.finished else { return misuse("set_content_length after the head was sent") }
+        plugin.declaredLength = length
+        return Int32(AWS_OK)
+    }
+
+    func pluginSendPart(_ part: UnsafePointer<aws_part>?) -> Int32 {
+        guard let part else { return Int32(AWS_E_INVALID) }
+        guard !plugin.finished else { return misuse("send_part after finish") }
+        guard !plugin.partQueued else { return misuse("send_part while a part is outstanding (wait for on_proceed)") }
+        let p = part.pointee
+        let length = p.length
+        if let declared = plugin.declaredLength, plugin.bytesQueued + UInt64(length) > declared {
+            return misuse("send_part beyond the declared Content-Length")
+        }
+        plugin.partRelease = p.release
+        plugin.partReleaseContext = p.release_ctx
+        plugin.partLength = length
+        plugin.partFramed = false
+        plugin.partQueued = true
+        plugin.proceedDue = false
+        plugin.bytesQueued += UInt64(length)
+        if isHead || length == 0 {
+            bodyKind = .none  // nothing to send; released when the flush reaches it
+            return Int32(AWS_OK)
+        }
+        switch p.kind {
+        case UInt32(AWS_PART_MEMORY):
+            guard let data = p.data else { plugin.partQueued = false; return Int32(AWS_E_INVALID) }
+            if p.release == nil {
+                if plugin.copyCapacity < length {
+                    free(plugin.copyBuffer)
+                    plugin.copyCapacity = max(length, 16 * 1024)
+                    plugin.copyBuffer = malloc(plugin.copyCapacity)
+                }
+                guard let copy = plugin.copyBuffer else { plugin.partQueued = false; return Int32(AWS_E_NOMEM) }
+                memcpy(copy, data, length)
+                memoryBody = UnsafeRawPointer(copy)
+            } else {
+                memoryBody = data
+            }
+            bodyOffset = 0
+            bodyEnd = length
+            bodyKind = .memory
+        case UInt32(AWS_PART_FILE):
+            guard p.fd >= 0, p.offset >= 0 else { plugin.partQueued = false; return Int32(AWS_E_INVALID) }
+            if p.release == nil {
+                let copy = fcntl(p.fd, F_DUPFD_CLOEXEC, 0)
+                guard copy >= 0 else { plugin.partQueued = false; return Int32(AWS_E_INVALID) }
+                bodyFD = copy
+                bodyFDOwned = true
+            } else {
+                bodyFD = p.fd
+                bodyFDOwned = false
+            }
+            bodyOffset = Int(p.offset)
+            bodyEnd = Int(p.offset) + length
+            if (p.flags & UInt32(AWS_PART_FILE_AIO)) != 0 {
+                bodyKind = .aio
+                aioNextRead = bodyOffset & ~(AIOEngine.alignment - 1)
+            } else {
+                bodyKind = .sendfile
+            }
+        default:
+            plugin.partQueued = false
+            return Int32(AWS_E_INVALID)
+        }
+        return Int32(AWS_OK)
+    }
+
+    func pluginFinish() -> Int32 {
+        guard !plugin.finished else { return misuse("finish called twice") }
+        plugin.finished = true
+        if let declared = plugin.declaredLength, plugin.bytesQueued != declared, !isHead {
+            worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") finished after \(plugin.bytesQueued) of \(declared) declared bytes; closing")
+            plugin.failedAfterHead = true
+        }
+        return Int32(AWS_OK)
+    }
+
+    func pluginFail(_ status: Int) -> Int32 {
+        guard !plugin.finished || !plugin.headRendered else { return misuse("fail after finish") }
+        if !plugin.headRendered {
+            let s = HTTPStatus(rawValue: status) ?? .internalServerError
+            plugin.finished = true
+            plugin.terminated = true
+            plugin.headRendered = true
+            discardQueuedBody()
+            respondWithError((400..<600).contains(status) ? s : .internalServerError, close: requestHasBody && !messageComplete)
+        } else {
+            plugin.finished = true
+            plugin.failedAfterHead = true
+        }
+        return Int32(AWS_OK)
+    }
+
+    func pluginRequestHeader(_ name: UnsafePointer<CChar>, _ found: UnsafeMutablePointer<Int32>?) -> aws_str {
+        let wanted = Array(UnsafeRawBufferPointer(start: name, count: strlen(name))).map(ASCII.lower)
+        for h in request.headers where request.equalsIgnoringCase(h.name, wanted) {
+            found?.pointee = 1
+            let v = request.trimmed(h.value)
+            return request.storage.withUnsafeBufferPointer { b in
+                aws_str(ptr: UnsafeRawPointer(b.baseAddress! + v.lowerBound).assumingMemoryBound(to: CChar.self), len: v.count)
+            }
+        }
+        return aws_str(ptr: nil, len: 0)
+    }
+
+    func pluginScratch(_ size: Int) -> UnsafeMutableRawPointer? {
+        guard let p = malloc(max(size, 1)) else { return nil }
+        plugin.scratch.append(p)
+        return p
+    }
+
+    private func misuse(_ what: String) -> Int32 {
+        worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") misuse: \(what); ending the request")
+        if plugin.headRendered { plugin.failedAfterHead = true } else if !plugin.finished {
+            plugin.finished = true
+            plugin.terminated = true
+            plugin.headRendered = true
+            discardQueuedBody()
+            respondWithError(.internalServerError)
+        }
+        return Int32(AWS_E_STATE)
+    }
+
+    private func discardQueuedBody() {
+        if bodyKind != .none { releaseBody() }
+        plugin.partQueued = plugin.partRelease != nil  // its release still runs, after the callback
+        plugin.partLength = 0
+    }
+
+    // MARK: sending
+
+    /// A posted function or another callback returned: send whatever it queued.
+    func pluginCallbackReturned() {
+        guard isOpen, phase == .plugin else { return }
+        drive()
+    }
+
+    /// The plugin phase's flush: head, framing, the outstanding part, then on_proceed or the end.
+    /// Runs only outside plugin callbacks.
+    func pluginFlush() -> Progress {
+        while true {
+            if plugin.failedAfterHead && plugin.headRendered && (outSent >= out.count || !plugin.partQueued) { return .failed }
+            if !plugin.headRendered {
+                guard plugin.partQueued || plugin.finished else { return .waiting }
+                renderPluginHead()
+            }
+            if plugin.partQueued && !plugin.partFramed {
+                plugin.partFramed = true
+                if plugin.chunked && bodyKind != .none {
+                    out.append(hex: UInt64(plugin.partLength))
+                    out.append(ascii: "\r\n")
+                }
+            }
+            if plugin.finished && !plugin.partQueued && !plugin.terminated {
+                plugin.terminated = true
+                if plugin.chunked && !isHead { out.append(ascii: "0\r\n\r\n") }
+            }
+            switch sendOut(more: plugin.partQueued && bodyKind != .none) {
+            case .done: break
+            case let other: return other
+            }
+            if plugin.partQueued {
+                let progress: Progress
+                switch bodyKind {
+                case .none: progress = .done
+                case .memory: progress = pumpMemory()
+                case .sendfile: progress = pumpFile()
+                case .aio: progress = pumpAIO()
+                }
+                guard progress == .done else { return progress }
+                let wasFramedChunk = plugin.chunked && bodyKind != .none
+                releaseBody()
+                releasePart()
+                if wasFramedChunk { out.append(ascii: "\r\n") }
+                if !plugin.finished { plugin.proceedDue = true }
+                continue
+            }
+            if plugin.finished { return plugin.failedAfterHead ? .failed : .done }
+            if plugin.proceedDue, let handler = plugin.handler, let onProceed = handler.onProceed {
+                plugin.proceedDue = false
+                onProceed(plugin.handle, handler.user)
+                guard isOpen, plugin.active else { return .failed }
+                continue
+            }
+            return .waiting
+        }
+    }
+
+    private func renderPluginHead() {
+        plugin.headRendered = true
+        let status = HTTPStatus(rawValue: plugin.status)
+        let noBody = plugin.status == 204 || plugin.status == 304 || plugin.status < 200
+        if let status {
+            beginResponse(status)
+        } else {
+            beginResponse(.ok)
+            self.status = .ok
+            out.removeAll(keepingCapacity: true)
+            out.append(ascii: "HTTP/1.1 ")
+            out.append(decimal: plugin.status)
+            out.append(ascii: " \r\nDate: ")
+            out.append(contentsOf: worker.date.bytes)
+            out.append(ascii: "\r\nServer: aws/0.1.0\r\n")
+        }
+        out.append(contentsOf: plugin.headers)
+        if !noBody {
+            if let declared = plugin.declaredLength {
+                addHeader("Content-Length", decimal: Int(declared))
+            } else if plugin.finished {
+                addHeader("Content-Length", decimal: Int(plugin.bytesQueued))
+            } else if request.versionMinor >= 1 {
+                addHeader("Transfer-Encoding", ascii: "chunked")
+                plugin.chunked = true
+            } else {
+                closeAfterResponse = true  // HTTP/1.0 without a length: the close ends the body
+            }
+        }
+        endHead()
+    }
+
+    private func releasePart() {
+        plugin.partQueued = false
+        if let release = plugin.partRelease {
+            plugin.partRelease = nil
+            release(plugin.partReleaseContext)
+        }
+    }
+
+    /// Ends the plugin's view of the request: on_abort if it did not finish, then on_end.
+    func endPluginRequest(callEnd: Bool = true, aborted: Bool = false) {
+        guard let route = plugin.route else { return }
+        let handler = plugin.handler
+        let handle = plugin.handle
+        let wasActive = plugin.active
+        plugin.active = false
+        if bodyKind != .none && phase == .plugin { releaseBody() }
+        if plugin.partQueued { releasePart() }
+        if wasActive && callEnd, let handler {
+            if aborted, let onAbort = handler.onAbort { onAbort(handle, handler.user) }
+            if let onEnd = handler.onEnd { onEnd(handle, handler.user) }
+        }
+        for p in plugin.scratch { free(p) }
+        plugin.scratch.removeAll(keepingCapacity: true)
+        plugin.route = nil
+        plugin.handler = nil
+        plugin.function = nil
+        plugin.userData = nil
+        plugin.headers.removeAll(keepingCapacity: true)
+        plugin.body.removeAll(keepingCapacity: true)
+        plugin.declaredLength = nil
+        plugin.status = 200
+        plugin.headRendered = false
+        plugin.chunked = false
+        plugin.finished = false
+        plugin.terminated = false
+        plugin.failedAfterHead = false
+        plugin.partFramed = false
+        plugin.proceedDue = false
+        plugin.bytesQueued = 0
+        plugin.dispatched = false
+        route.plugin.requestEnded(logger: worker.logger)
+    }
+}

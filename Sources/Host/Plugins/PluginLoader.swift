@@ -1,0 +1,306 @@
+import Glibc
+import Logging
+import PluginAPI
+
+/// One loaded plugin library.
+final class LoadedPlugin {
+    let name: String
+    let version: String
+    let file: String
+    let contentHash: UInt64
+    let abiMinor: UInt16
+    fileprivate(set) var routes: [Route] = []
+    /// The `aws_plugin_ctx *` the plugin sees.
+    let context: PluginContext
+    fileprivate var library: UnsafeMutableRawPointer?
+    fileprivate var shutdownFn: (@convention(c) (OpaquePointer?) -> Void)?
+    /// Requests using this plugin right now; a replaced plugin is unloaded when it reaches 0.
+    var inFlight = 0
+    var retired = false
+
+    fileprivate init(name: String, version: String, file: String, hash: UInt64, abiMinor: UInt16, context: PluginContext) {
+        self.name = name
+        self.version = version
+        self.file = file
+        self.contentHash = hash
+        self.abiMinor = abiMinor
+        self.context = context
+    }
+
+    /// Calls the plugin's shutdown and unloads the library; once.
+    func unload(logger: Logger) {
+        guard let lib = library else { return }
+        shutdownFn?(context.opaque)
+        library = nil
+        dlclose(lib)
+        context.release()
+        logger.info("plugin \(name) \(version) unloaded")
+    }
+
+    func requestEnded(logger: Logger) {
+        inFlight -= 1
+        if retired && inFlight == 0 { unload(logger: logger) }
+    }
+}
+
+/// What `aws_plugin_ctx *` points at: the plugin's name, configuration and, during init, the
+/// routes it registers.
+final class PluginContext {
+    let name: String
+    let config: [String: UnsafeMutablePointer<CChar>]
+    let nameCString: UnsafeMutablePointer<CChar>
+    let rootCString: UnsafeMutablePointer<CChar>
+    let logger: Logger
+    var registering = false
+    var pending: [(method: String?, path: [UInt8], prefix: Bool, buffers: Bool, target: RouteTarget)] = []
+    var registrationError: String?
+    var registrationConflict = false
+    /// The other plugins' routes, to refuse overlaps while registering.
+    var existingRoutes: [Route] = []
+
+    init(name: String, config: [String: String], root: String, logger: Logger) {
+        self.name = name
+        self.config = config.mapValues { strdup($0)! }
+        nameCString = strdup(name)!
+        rootCString = strdup(root)!
+        var l = logger
+        l[metadataKey: "plugin"] = "\(name)"
+        self.logger = l
+    }
+
+    var opaque: OpaquePointer { OpaquePointer(Unmanaged.passUnretained(self).toOpaque()) }
+
+    static func from(_ p: OpaquePointer?) -> PluginContext? {
+        guard let p else { return nil }
+        return Unmanaged<PluginContext>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
+    }
+
+    /// Keeps the context alive while the plugin may hold its pointer.
+    func retain() { _ = Unmanaged.passRetained(self) }
+    func release() { Unmanaged.passUnretained(self).release() }
+
+    deinit {
+        for p in config.values { free(p) }
+        free(nameCString)
+        free(rootCString)
+    }
+}
+
+struct PluginLoadError: Error, CustomStringConvertible {
+    let description: String
+    /// Two plugins claim the same route: fatal at start-up whatever `--strict-plugins` says.
+    var isConflict = false
+}
+
+/// Finds, checks and loads plugin libraries, and reloads them on SIGHUP.
+///
+/// Each library is loaded from a content-addressed copy (`<cache>/<name>-<hash>.so`): dlopen of a
+/// path already loaded returns the old image, so a changed file must have a new name to load as
+/// new code, while an unchanged one keeps its loaded instance.
+final class PluginLoader {
+    let directory: String
+    let config: [String: [String: String]]
+    let strict: Bool
+    let root: String
+    let logger: Logger
+    private let cacheDirectory: String
+
+    init(directory: String, config: [String: [String: String]], strict: Bool, root: String, logger: Logger) {
+        self.directory = directory
+        self.config = config
+        self.strict = strict
+        self.root = root
+        self.logger = logger
+        let tmp = getenv("TMPDIR").map { String(cString: $0) } ?? "/tmp"
+        cacheDirectory = "\(tmp)/aws-plugins-\(getpid())"
+    }
+
+    deinit {
+        // The copies are only needed while loaded; the mapped images survive their removal.
+        if let dir = opendir(cacheDirectory) {
+            while let e = readdir(dir) {
+                let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+                if name != "." && name != ".." { unlink("\(cacheDirectory)/\(name)") }
+            }
+            closedir(dir)
+        }
+        rmdir(cacheDirectory)
+    }
+
+    /// Loads every `*.so` in the folder. A file that fails is logged and skipped (fatal with
+    /// `strict`); overlapping routes between plugins are always fatal at start-up.
+    func loadAll() throws -> RouteTable {
+        var loaded: [LoadedPlugin] = []
+        for file in try soFiles() {
+            do {
+                let plugin = try load(file, alongside: loaded.flatMap(\.routes))
+                loaded.append(plugin)
+            } catch let error as PluginLoadError {
+                if error.isConflict {
+                    for p in loaded { p.unload(logger: logger) }
+                    throw error
+                }
+                logger.error("plugin \(file): \(error.description)")
+                if strict {
+                    for p in loaded { p.unload(logger: logger) }
+                    throw error
+                }
+            }
+        }
+        return RouteTable(plugins: loaded)
+    }
+
+    /// Re-scans the folder: unchanged files keep their loaded plugin, changed and new ones are
+    /// loaded, removed ones are dropped. A file that fails to load leaves its old version
+    /// serving. Plugins no longer in the new table are retired (unloaded when idle).
+    func reload(current: RouteTable) -> RouteTable {
+        var next: [LoadedPlugin] = []
+        let files: [String]
+        do { files = try soFiles() } catch {
+            logger.error("plugin reload: \(error)")
+            return current
+        }
+        let byName = Dictionary(current.plugins.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var candidates: [(String, LoadedPlugin?)] = []
+        for file in files {
+            let name = PluginLoader.pluginName(file)
+            let old = byName[name]
+            if let old, let hash = try? PluginLoader.hashFile(file), hash == old.contentHash {
+                next.append(old)
+            } else {
+                candidates.append((file, old))
+            }
+        }
+        for (file, old) in candidates {
+            // Overlaps are judged against what will serve next: plugins already decided, and the
+            // old versions of the files still to be reloaded.
+            let undecided = candidates.filter { $0.0 != file }.compactMap(\.1).filter { p in !next.contains { $0 === p } }
+            let others = next.flatMap(\.routes) + undecided.flatMap(\.routes)
+            do {
+                let plugin = try load(file, alongside: others)
+                next.append(plugin)
+                logger.notice("plugin \(plugin.name) \(plugin.version) loaded from \(file)\(old == nil ? "" : " (replacing \(old!.version))")")
+            } catch {
+                logger.error("plugin \(file) not reloaded: \(error); \(old == nil ? "skipped" : "the old version keeps serving")")
+                if let old { next.append(old) }
+            }
+        }
+        for p in current.plugins where !next.contains(where: { $0 === p }) {
+            p.retired = true
+            if p.inFlight == 0 { p.unload(logger: logger) }
+        }
+        return RouteTable(plugins: next)
+    }
+
+    private func soFiles() throws -> [String] {
+        guard let dir = opendir(directory) else { throw PluginLoadError(description: "cannot open plugins folder \(directory): \(String(cString: strerror(errno)))") }
+        defer { closedir(dir) }
+        var files: [String] = []
+        while let e = readdir(dir) {
+            let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name.hasSuffix(".so") && !name.hasPrefix(".") { files.append("\(directory)/\(name)") }
+        }
+        return files.sorted()
+    }
+
+    static func pluginName(_ file: String) -> String {
+        var base = file.split(separator: "/").last.map(String.init) ?? file
+        if base.hasSuffix(".so") { base.removeLast(3) }
+        if base.hasPrefix("lib") && base.count > 3 { base.removeFirst(3) }
+        return base
+    }
+
+    /// FNV-1a over the file's bytes: enough to tell versions of one file apart.
+    static func hashFile(_ path: String) throws -> UInt64 {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        var hash: UInt64 = 0xcbf29ce484222325
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            for i in 0..<n { hash = (hash ^ UInt64(buffer[i])) &* 0x100000001b3 }
+        }
+        return hash
+    }
+
+    private func copyToCache(_ file: String, hash: UInt64) throws -> String {
+        mkdir(cacheDirectory, 0o700)
+        let name = PluginLoader.pluginName(file)
+        let target = "\(cacheDirectory)/\(name)-\(String(hash, radix: 16)).so"
+        if access(target, F_OK) == 0 { return target }
+        let src = open(file, O_RDONLY | O_CLOEXEC)
+        guard src >= 0 else { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
+        defer { close(src) }
+        let tmp = target + ".tmp"
+        let dst = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o700)
+        guard dst >= 0 else { throw PluginLoadError(description: "cannot copy to \(tmp): \(String(cString: strerror(errno)))") }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            _ = buffer.withUnsafeBytes { write(dst, $0.baseAddress, n) }
+        }
+        close(dst)
+        rename(tmp, target)
+        return target
+    }
+
+    /// dlopen, version check, init, route collection.
+    private func load(_ file: String, alongside others: [Route]) throws -> LoadedPlugin {
+        let hash = try PluginLoader.hashFile(file)
+        let copy = try copyToCache(file, hash: hash)
+        guard let lib = dlopen(copy, RTLD_NOW | RTLD_LOCAL) else {
+            throw PluginLoadError(description: "dlopen failed: \(String(cString: dlerror()))")
+        }
+        var keep = false
+        defer { if !keep { dlclose(lib) } }
+        guard let sym = dlsym(lib, AWS_PLUGIN_ENTRY_SYMBOL) else {
+            throw PluginLoadError(description: "no \(AWS_PLUGIN_ENTRY_SYMBOL) symbol: not an aws plugin")
+        }
+        let entry = unsafeBitCast(sym, to: aws_plugin_entry_fn.self)
+        guard let descriptor = entry() else { throw PluginLoadError(description: "\(AWS_PLUGIN_ENTRY_SYMBOL) returned NULL") }
+        let header = descriptor.pointee.header
+        guard header.magic == AWS_PLUGIN_MAGIC else {
+            throw PluginLoadError(description: "bad magic 0x\(String(header.magic, radix: 16)): not an aws plugin descriptor")
+        }
+        guard header.abi_major == AWS_PLUGIN_ABI_MAJOR else {
+            throw PluginLoadError(description: "plugin ABI \(header.abi_major).\(header.abi_minor) is incompatible with the host's ABI \(AWS_PLUGIN_ABI_MAJOR).\(AWS_PLUGIN_ABI_MINOR) (major versions differ)")
+        }
+        // Copy what we need out of the descriptor now: after dlclose it is gone.
+        let size = Int(header.struct_size)
+        func has(_ offset: Int, _ width: Int = 8) -> Bool { size >= offset + width }
+        let d = descriptor.pointee
+        let name = has(MemoryLayout<aws_plugin_descriptor>.offset(of: \.name)!) && d.name != nil ? String(cString: d.name) : PluginLoader.pluginName(file)
+        let version = has(MemoryLayout<aws_plugin_descriptor>.offset(of: \.version)!) && d.version != nil ? String(cString: d.version) : "?"
+        guard has(MemoryLayout<aws_plugin_descriptor>.offset(of: \.`init`)!), let initFn = d.`init` else {
+            throw PluginLoadError(description: "descriptor has no init function")
+        }
+        let shutdownFn = has(MemoryLayout<aws_plugin_descriptor>.offset(of: \.shutdown)!) ? d.shutdown : nil
+
+        let fileName = PluginLoader.pluginName(file)
+        let context = PluginContext(name: fileName, config: config[fileName] ?? config[name] ?? [:], root: root, logger: logger)
+        let plugin = LoadedPlugin(name: fileName, version: version, file: file, hash: hash, abiMinor: header.abi_minor, context: context)
+        context.registering = true
+        context.existingRoutes = others
+        let rc = initFn(HostAPI.table, context.opaque)
+        context.registering = false
+        if let error = context.registrationError {
+            throw PluginLoadError(description: error, isConflict: context.registrationConflict)
+        }
+        guard rc == 0 else { throw PluginLoadError(description: "init returned \(rc): the plugin refused to load") }
+        plugin.routes = context.pending.map {
+            Route(method: $0.method, path: $0.path, prefix: $0.prefix, buffersBody: $0.buffers, target: $0.target, plugin: plugin)
+        }
+        context.pending = []
+        context.existingRoutes = []
+        plugin.library = lib
+        plugin.shutdownFn = shutdownFn
+        context.retain()
+        keep = true
+        let routeList = plugin.routes.map { "\($0.displayMethod) \($0.displayPath)" }.joined(separator: ", ")
+        logger.info("plugin \(fileName) \(version) (ABI \(header.abi_major).\(header.abi_minor)\(name != fileName ? ", calls itself \(name)" : "")): \(routeList.isEmpty ? "no routes" : routeList)")
+        return plugin
+    }
+}
