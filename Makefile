@@ -25,8 +25,13 @@ deps:
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product aws
 
+# C plugins with the system compiler; Swift plugins as SwiftPM dynamic library products.
+SWIFT_PLUGINS := hello
 plugins: build
-	@$(MAKE) -s -C Plugins CONFIG=$(CONFIG)
+	@$(MAKE) -s -C Plugins
+	@for p in $(SWIFT_PLUGINS); do \
+	  $(SWIFT) build -c $(CONFIG) --product $$p && cp .build/$(CONFIG)/lib$$p.so Plugins/$$p.so || exit 1; \
+	done
 
 run: build plugins
 	$(BIN) --root $(ROOT) --port $(PORT) --plugins Plugins

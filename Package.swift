@@ -5,6 +5,8 @@ let package = Package(
     name: "aws",
     products: [
         .executable(name: "aws", targets: ["Host"]),
+        // Example plugin written in Swift; `make plugins` copies it to Plugins/hello.so.
+        .library(name: "hello", type: .dynamic, targets: ["HelloPlugin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,5 +30,6 @@ let package = Package(
             ],
             path: "Sources/Host"
         ),
+        .target(name: "HelloPlugin", dependencies: ["PluginAPI"], path: "Plugins/hello"),
     ]
 )

@@ -45,7 +45,8 @@ final class Route {
         return method == nil || other.method == nil || method == other.method
     }
 
-    func matches(method m: String) -> Bool { method == nil || method == m }
+    /// HEAD is answered by a GET route (the host drops the body), as RFC 9110 §9.3.2 expects.
+    func matches(method m: String) -> Bool { method == nil || method == m || (m == "HEAD" && method == "GET") }
 }
 
 /// The routes of every loaded plugin, immutable once built: a reload builds a new table and
