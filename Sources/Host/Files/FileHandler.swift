@@ -11,6 +11,12 @@ extension Connection {
             return
         }
         var dynamic = path.isDynamic
+        let cache = worker.fileCache
+        if let entry = cache.lookup(&path, direct: dynamic, root: worker.root, now: worker.loop.now) {
+            respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
+                                       contentType: entry.contentType, dynamic: dynamic, cached: entry))
+            return
+        }
         var file: DocumentRoot.OpenFile
         switch worker.root.open(&path, direct: dynamic) {
         case .failure(.status(let status)):
@@ -20,7 +26,12 @@ extension Connection {
             file = opened
         }
         var contentType = MediaTypes.type(forPath: path.bytes[...])
-
+        if file.isRegular {
+            let entry = cache.insert(path.bytes, file: file, direct: dynamic, contentType: contentType, now: worker.loop.now)
+            respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
+                                       contentType: contentType, dynamic: dynamic, cached: entry))
+            return
+        }
         if file.isDirectory {
             guard path.trailingSlash || path.bytes.isEmpty else {
                 Sys.close(file.fd)
@@ -46,24 +57,40 @@ extension Connection {
             respondWithError(.forbidden)
             return
         }
-        respondWithFile(file, contentType: contentType, dynamic: dynamic)
+        respondWithFile(FileSource(fd: file.fd, info: file.info, validators: Validators(file.info),
+                                   contentType: contentType, dynamic: dynamic, cached: nil))
     }
 
-    private func respondWithFile(_ file: DocumentRoot.OpenFile, contentType: [UInt8], dynamic: Bool) {
+    /// An open file to answer from: a cache entry (descriptor borrowed) or one opened for this
+    /// request alone (descriptor owned, closed when the response no longer needs it).
+    struct FileSource {
+        var fd: Int32
+        var info: stat
+        var validators: Validators
+        var contentType: [UInt8]
+        var dynamic: Bool
+        var cached: OpenFileCache.Entry?
+
+        func done() { if cached == nil { Sys.close(fd) } }
+    }
+
+    private func respondWithFile(_ file: FileSource) {
         let size = Int(file.info.st_size)
-        let validators = Validators(file.info)
+        let validators = file.validators
+        let contentType = file.contentType
+        let dynamic = file.dynamic
 
         switch evaluatePreconditions(validators) {
         case .proceed: break
         case .notModified:
-            Sys.close(file.fd)
+            file.done()
             beginResponse(.notModified)
             addValidatorHeaders(validators)
             endHead()
             bodyKind = .none
             return
         case .failed:
-            Sys.close(file.fd)
+            file.done()
             respondWithError(.preconditionFailed)
             return
         }
@@ -76,7 +103,7 @@ extension Connection {
             range = r
             status = .partialContent
         case .unsatisfiable:
-            Sys.close(file.fd)
+            file.done()
             beginResponse(.rangeNotSatisfiable)
             out.append(ascii: "Content-Range: bytes */")
             out.append(decimal: size)
@@ -107,11 +134,16 @@ extension Connection {
         endHead()
 
         if isHead || range.isEmpty {
-            Sys.close(file.fd)
+            file.done()
             bodyKind = .none
             return
         }
         bodyFD = file.fd
+        bodyFDOwned = file.cached == nil
+        if let entry = file.cached {
+            worker.fileCache.retain(entry)
+            bodyCacheEntry = entry
+        }
         bodyOffset = range.lowerBound
         bodyEnd = range.upperBound
         if dynamic {

@@ -57,6 +57,8 @@ final class Connection: EventHandler, Timed {
     /// The open file behind a body; closed when the body ends if `bodyFDOwned`.
     var bodyFD: Int32 = -1
     var bodyFDOwned = true
+    /// The open-file cache entry `bodyFD` belongs to, held while the body is sent.
+    var bodyCacheEntry: OpenFileCache.Entry?
     /// A memory body (plugin parts): bytes [bodyOffset, bodyEnd) of it are sent.
     var memoryBody: UnsafeRawPointer?
     var plugin = PluginExchange()
@@ -551,6 +553,10 @@ final class Connection: EventHandler, Timed {
             if bodyFDOwned { Sys.close(bodyFD) }
             bodyFD = -1
             bodyFDOwned = true
+        }
+        if let entry = bodyCacheEntry {
+            worker.fileCache.release(entry)
+            bodyCacheEntry = nil
         }
         memoryBody = nil
         bodyKind = .none

@@ -11,6 +11,7 @@ final class Worker {
     let loop: EventLoop
     let root: DocumentRoot
     let aio: AIOEngine
+    let fileCache = OpenFileCache()
     let wheel: TimerWheel<Connection>
     let accessLog: AccessLog?
     let logger: Logger

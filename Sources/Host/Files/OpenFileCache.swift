@@ -1,0 +1,98 @@
+import Glibc
+
+/// Open descriptors and their metadata, kept per worker like nginx's open_file_cache: a hit
+/// costs one fstat instead of openat2 + fstat + close. Each hit re-checks the descriptor with
+/// fstat, so a file rewritten in place shows its new size, date and ETag at once; every second an
+/// entry is re-opened through the root (the path may now name another file, or have become a
+/// symlink that leaves the root) and dropped if it no longer matches.
+final class OpenFileCache {
+    final class Entry {
+        let fd: Int32
+        let direct: Bool
+        fileprivate(set) var info: stat
+        fileprivate(set) var validators: Connection.Validators
+        let contentType: [UInt8]
+        fileprivate var checkedAt: Int64
+        /// Responses sending from `fd` right now; an evicted entry closes it when this is 0.
+        fileprivate var users = 0
+        fileprivate var evicted = false
+
+        fileprivate init(fd: Int32, direct: Bool, info: stat, contentType: [UInt8], now: Int64) {
+            self.fd = fd
+            self.direct = direct
+            self.info = info
+            self.validators = Connection.Validators(info)
+            self.contentType = contentType
+            self.checkedAt = now
+        }
+    }
+
+    private var buffered: [[UInt8]: Entry] = [:]
+    private var direct: [[UInt8]: Entry] = [:]
+    private let capacity: Int
+    private let revalidateMillis: Int64 = 1000
+
+    init(capacity: Int = 1024) { self.capacity = capacity }
+
+    /// A still-valid entry for the path, or nil (then open the file and `insert` it).
+    func lookup(_ path: inout DocumentRoot.Path, direct wantsDirect: Bool, root: DocumentRoot, now: Int64) -> Entry? {
+        guard let entry = wantsDirect ? direct[path.bytes] : buffered[path.bytes] else { return nil }
+        var st = stat()
+        guard fstat(entry.fd, &st) == 0, st.st_nlink > 0 else {
+            evict(path.bytes, entry)
+            return nil
+        }
+        if now - entry.checkedAt >= revalidateMillis {
+            // The name may now lead elsewhere: re-resolve it beneath the root.
+            switch root.open(&path, direct: wantsDirect) {
+            case .success(let fresh):
+                Sys.close(fresh.fd)
+                guard fresh.info.st_ino == st.st_ino, fresh.info.st_dev == st.st_dev else {
+                    evict(path.bytes, entry)
+                    return nil
+                }
+                entry.checkedAt = now
+            case .failure:
+                evict(path.bytes, entry)
+                return nil
+            }
+        }
+        if st.st_size != entry.info.st_size || st.st_mtim.tv_sec != entry.info.st_mtim.tv_sec
+            || st.st_mtim.tv_nsec != entry.info.st_mtim.tv_nsec {
+            entry.info = st
+            entry.validators = Connection.Validators(st)
+        }
+        return entry
+    }
+
+    /// Takes ownership of an opened regular file's descriptor.
+    func insert(_ path: [UInt8], file: DocumentRoot.OpenFile, direct isDirect: Bool, contentType: [UInt8], now: Int64) -> Entry {
+        if buffered.count + direct.count >= capacity { evictIdle() }
+        let entry = Entry(fd: file.fd, direct: isDirect, info: file.info, contentType: contentType, now: now)
+        if isDirect { direct[path] = entry } else { buffered[path] = entry }
+        return entry
+    }
+
+    func retain(_ entry: Entry) { entry.users += 1 }
+
+    func release(_ entry: Entry) {
+        entry.users -= 1
+        if entry.evicted && entry.users == 0 { Sys.close(entry.fd) }
+    }
+
+    private func evict(_ key: [UInt8], _ entry: Entry) {
+        if entry.direct { direct[key] = nil } else { buffered[key] = nil }
+        entry.evicted = true
+        if entry.users == 0 { Sys.close(entry.fd) }
+    }
+
+    private func evictIdle() {
+        for (key, entry) in buffered where entry.users == 0 { evict(key, entry) }
+        for (key, entry) in direct where entry.users == 0 { evict(key, entry) }
+    }
+
+    deinit {
+        for e in buffered.values where e.users == 0 { Sys.close(e.fd) }
+        for e in direct.values where e.users == 0 { Sys.close(e.fd) }
+    }
+}
