@@ -16,6 +16,9 @@ final class Connection: EventHandler, Timed {
         case readingHead
         /// Collecting bytes of an unrecognised method to tell 501 from 400.
         case sniffingMethod
+        /// The head is answered but the request has a body: it is read (and dropped) before the
+        /// response goes out, so a body that breaks a limit can still be refused with 413.
+        case readingBody
         /// A response is being sent; input is left in the socket (or in `pending`) meanwhile.
         case responding
         /// The response is done but the request body is not: read and discard it.
@@ -139,8 +142,8 @@ final class Connection: EventHandler, Timed {
     func deadlineExpired(now: Int64) {
         guard isOpen else { return }
         switch phase {
-        case .readingHead, .sniffingMethod:
-            worker.logger.info("request head timed out", metadata: ["peer": "\(peerDescription)"])
+        case .readingHead, .sniffingMethod, .readingBody:
+            worker.logger.info(phase == .readingBody ? "request body timed out" : "request head timed out", metadata: ["peer": "\(peerDescription)"])
             status = .requestTimeout
             respondWithError(.requestTimeout, close: true)
             phase = .responding
@@ -227,7 +230,7 @@ final class Connection: EventHandler, Timed {
         switch phase {
         case .plugin:
             close()  // the body will never be complete
-        case .idle, .lingering, .drainingBody:
+        case .idle, .lingering, .drainingBody, .readingBody:
             close()
         case .readingHead, .sniffingMethod:
             // A client that half-closes after an incomplete head will never complete it.
@@ -250,7 +253,7 @@ final class Connection: EventHandler, Timed {
             case .sniffingMethod:
                 sniffMethod(UnsafeRawBufferPointer(rebasing: bytes[used...]))
                 return bytes.count
-            case .idle, .readingHead, .drainingBody:
+            case .idle, .readingHead, .readingBody, .drainingBody:
                 break
             }
             if messageComplete { beginMessage() }
@@ -262,20 +265,26 @@ final class Connection: EventHandler, Timed {
                 if !headComplete && phase == .idle {
                     phase = .readingHead
                     setDeadline(worker.config.headerTimeout)
-                } else if phase == .drainingBody {
+                } else if phase == .drainingBody || phase == .readingBody {
                     setDeadline(worker.config.bodyTimeout)
                 }
             case .messageEnded(let consumed):
                 used += consumed
                 messageComplete = true
                 if phase == .drainingBody { becomeIdle() }
+                if phase == .readingBody { phase = .responding; setDeadline(worker.config.sendTimeout) }
             case .failed(let error, _):
                 parseFailed(error)
                 used = bytes.count
             }
-            if responseReady && phase != .responding && phase != .plugin {
-                phase = .responding
-                setDeadline(worker.config.sendTimeout)
+            if responseReady && phase != .responding && phase != .plugin && phase != .readingBody {
+                if messageComplete || closeAfterResponse {
+                    phase = .responding
+                    setDeadline(worker.config.sendTimeout)
+                } else {
+                    phase = .readingBody
+                    setDeadline(worker.config.bodyTimeout)
+                }
             }
         }
         return used
@@ -305,7 +314,7 @@ final class Connection: EventHandler, Timed {
                 flush()
                 if phase == before || !isOpen { return }
             }
-            guard phase == .idle || phase == .drainingBody, pendingStart < pending.count else { break }
+            guard phase == .idle || phase == .drainingBody || phase == .readingBody, pendingStart < pending.count else { break }
             let used = pending.withUnsafeBytes { consume(UnsafeRawBufferPointer(rebasing: $0[pendingStart...])) }
             pendingStart += used
             if pendingStart >= pending.count {
@@ -387,7 +396,16 @@ final class Connection: EventHandler, Timed {
             // The head was answered (or is being answered); the rest of this request is broken
             // or too large, so the connection ends with that response.
             worker.logger.info("bad request body", metadata: ["peer": "\(peerDescription)", "error": "\(String(cString: http_errno_name(error)))"])
-            if responseReady { willClose = true } else { close() }
+            if responseReady && phase != .responding && phase != .plugin {
+                // Nothing sent yet: the body's fault replaces the prepared answer.
+                respondWithError(refusal ?? .badRequest, close: true)
+                phase = .responding
+                setDeadline(worker.config.sendTimeout)
+            } else if responseReady {
+                willClose = true
+            } else {
+                close()
+            }
             return
         }
         let status: HTTPStatus

@@ -39,6 +39,9 @@ struct RequestHead {
     /// Index into `headers` of the last occurrence of each known header, or -1.
     private(set) var known = [Int](repeating: -1, count: KnownHeader.allCases.count)
     private(set) var hostCount = 0
+    /// A header name with a character that is not a token character, e.g. "Content-Length :"
+    /// (RFC 9112 §5.1: such a request is rejected, never guessed at).
+    private(set) var hasMalformedName = false
     private var lastWasValue = false
     var method: http_method = HTTP_GET
     var versionMajor: UInt16 = 1
@@ -58,6 +61,7 @@ struct RequestHead {
         for i in known.indices { known[i] = -1 }
         target = 0..<0
         hostCount = 0
+        hasMalformedName = false
         lastWasValue = false
         keepAlive = false
     }
@@ -93,6 +97,7 @@ struct RequestHead {
     /// Classifies the headers once the head is complete.
     mutating func finishHeaders() {
         for (index, header) in headers.enumerated() {
+            if header.name.isEmpty || !storage[header.name].allSatisfy(ASCII.isTokenChar) { hasMalformedName = true }
             guard let k = classify(header.name) else { continue }
             known[k.rawValue] = index
             if k == .host { hostCount += 1 }

@@ -10,6 +10,11 @@ extension Connection {
             respondWithError(.versionNotSupported, close: true)
             return
         }
+        if request.hasMalformedName || !transferEncodingIsValid {
+            worker.logger.info("malformed header field or Transfer-Encoding", metadata: ["peer": "\(peerDescription)"])
+            respondWithError(.badRequest, close: true)
+            return
+        }
         if request.hostCount > 1 || (config.strictHost && request.versionMinor >= 1 && request.hostCount == 0) {
             worker.logger.info("bad Host header", metadata: ["peer": "\(peerDescription)", "count": "\(request.hostCount)"])
             respondWithError(.badRequest, close: true)
@@ -47,6 +52,23 @@ extension Connection {
             // CONNECT, WebDAV and the other methods http-parser knows but aws does not implement.
             respondWithError(.notImplemented, close: request.method == HTTP_CONNECT)
         }
+    }
+
+    /// RFC 9112 §6.1: in a request, chunked must be the final transfer coding and appear once;
+    /// anything else cannot be framed and is refused (a classic request-smuggling vector).
+    private var transferEncodingIsValid: Bool {
+        guard request.has(.transferEncoding) else { return true }
+        var codings: [ArraySlice<UInt8>] = []
+        for h in request.headers where request.equalsIgnoringCase(h.name, Array("transfer-encoding".utf8)) {
+            for part in request.storage[h.value].split(separator: 44) {
+                let t = request.trimmed(part.startIndex..<part.endIndex)
+                if !t.isEmpty { codings.append(request.storage[t]) }
+            }
+        }
+        let chunked = Array("chunked".utf8)
+        func isChunked(_ c: ArraySlice<UInt8>) -> Bool { c.count == 7 && zip(c, chunked).allSatisfy { ASCII.lower($0) == $1 } }
+        guard let last = codings.last, isChunked(last) else { return false }
+        return codings.filter(isChunked).count == 1 && parser.isChunked
     }
 
     private func respondToOptions() {
