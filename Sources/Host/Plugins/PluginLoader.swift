@@ -34,6 +34,7 @@ final class LoadedPlugin {
         library = nil
         dlclose(lib)
         context.release()
+        routes = []
         logger.info("plugin \(name) \(version) unloaded")
     }
 

@@ -26,7 +26,9 @@ final class Route {
     let prefix: Bool
     let buffersBody: Bool
     let target: RouteTarget
-    unowned let plugin: LoadedPlugin
+    /// Strong: a request in flight keeps its plugin (and so its code) alive across a reload.
+    /// The cycle with `LoadedPlugin.routes` is broken when the plugin is unloaded.
+    let plugin: LoadedPlugin
 
     init(method: String?, path: [UInt8], prefix: Bool, buffersBody: Bool, target: RouteTarget, plugin: LoadedPlugin) {
         self.method = method

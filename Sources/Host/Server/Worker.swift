@@ -164,7 +164,7 @@ final class Worker {
             Sys.close(listener.fd)
             self.listener = nil
         }
-        for case let c? in connections where c.isOpen && c.phase != .responding { c.close() }
+        for case let c? in connections where c.isOpen && c.phase != .responding && c.phase != .plugin { c.close() }
         if openConnections == 0 { loop.stop() }
     }
 }
