@@ -39,7 +39,7 @@ run: build plugins
 test: build plugins
 	AWS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q Tests
 
-bench: build
+bench: plugins
 	bash bench/run.sh
 
 clean:

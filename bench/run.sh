@@ -148,6 +148,9 @@ for kind in static dynamic; do
   mkdir -p "$DOC/$kind"
   for s in 1k 1m 100m; do gen "$DOC/$kind/$s.bin" "${SIZE[$s]}" "aws-bench-$kind-$s"; done
 done
+# nginx's stand-in for the 1 GiB plugin stream: a sparse 1 GiB file (no disk, all page cache).
+mkdir -p "$DOC/gen"
+truncate -s 1073741824 "$DOC/gen/1g.bin"
 printf '<!doctype html><title>aws bench</title>\n' >"$DOC/index.html"
 
 # ---------------------------------------------------------------- ports
@@ -203,6 +206,8 @@ http {
         listen $ADDR:$p;
         server_name localhost;
         root $DOC;
+        # The plugin workload's peer: a constant response from the server itself.
+        location = /hello { default_type text/plain; return 200 "Hello, bench!\n"; }
     }
 }
 EOF
@@ -263,6 +268,8 @@ write_aws() {
   # --log-level warning: no access-log lines (the equivalent of nginx's access_log off).
   # shellcheck disable=SC2206
   CMD=("$AWS_BIN" --root "$DOC" --port "$p" --address "$ADDR" --log-level warning $AWS_EXTRA_ARGS)
+  # The example plugins (make plugins) give the plugin workloads.
+  if [[ -f $REPO/Plugins/hello.so && -f $REPO/Plugins/stream.so ]]; then CMD+=(--plugins "$REPO/Plugins"); fi
 }
 
 start_server() {
@@ -352,13 +359,13 @@ run_wrk() {   # run_wrk SERVER ID URL CONNS METRIC(rps|mib) [HEADER]
   printf '   %-9s %-30s %s\n' "$name" "$id" "${RESULT[$name|$id]}" >&2
 }
 
-run_curl() {  # run_curl SERVER ID URL — best of CURL_RUNS single downloads, MiB/s
-  local name=$1 id=$2 url=$3 best=0 v code size speed bad=0
+run_curl() {  # run_curl SERVER ID URL [BYTES] — best of CURL_RUNS single downloads, MiB/s
+  local name=$1 id=$2 url=$3 want=${4:-${SIZE[100m]}} best=0 v code size speed bad=0
   "${CLI_PIN[@]}" curl -s -o /dev/null --max-time 120 "$url" || true   # warm-up
   for _ in $(seq "$CURL_RUNS"); do
     v=$("${CLI_PIN[@]}" curl -s -o /dev/null --max-time 120 -w '%{http_code} %{size_download} %{speed_download}' "$url" || true)
     read -r code size speed <<<"$v"
-    if [[ $code != 200 || $size != "${SIZE[100m]}" ]]; then
+    if [[ $code != 200 || $size != "$want" ]]; then
       bad=$((bad + 1)); continue
     fi
     best=$(awk -v a="$best" -v b="$speed" 'BEGIN {print (b > a) ? b : a}')
@@ -399,10 +406,33 @@ for kind in static dynamic; do
   WORKLOADS+=("$kind-100m-curl") LABELS+=("/$kind/ 100 MiB, 1 curl stream (MiB/s)")
   if [[ $BIG_WRK = 1 ]]; then WORKLOADS+=("$kind-100m-wrk4"); LABELS+=("/$kind/ 100 MiB, wrk -c4 (MiB/s)"); fi
 done
+# Plugin workloads: aws's hello plugin vs nginx's `return 200`; aws's stream plugin generating
+# 1 GiB vs nginx sending a 1 GiB (sparse, cached) file. Only aws and nginx run these.
+if [[ -f $REPO/Plugins/hello.so && -f $REPO/Plugins/stream.so ]]; then
+  WORKLOADS+=("plugin-hello-ka")  LABELS+=("plugin hello vs nginx return 200, keep-alive (req/s)")
+  WORKLOADS+=("plugin-stream-1g") LABELS+=("plugin 1 GiB stream vs nginx 1 GiB file, 1 curl (MiB/s)")
+else
+  warn "Plugins/hello.so or Plugins/stream.so missing (run make plugins): plugin workloads left out"
+fi
 
 # Each workload is run on every server in turn, so slow drifts of the machine hit all alike.
 for id in "${WORKLOADS[@]}"; do
   kind=${id%%-*}; rest=${id#*-}; size=${rest%%-*}; mode=${rest#*-}
+  if [[ $kind = plugin ]]; then
+    for s in aws nginx; do
+      [[ " ${ACTIVE[*]} " == *" $s "* ]] || continue
+      base="http://$ADDR:${PORT[$s]}"
+      case $id in
+        plugin-hello-ka)
+          if [[ $s = aws ]]; then run_wrk "$s" "$id" "$base/hello?name=bench" "$CONNECTIONS" rps
+          else run_wrk "$s" "$id" "$base/hello" "$CONNECTIONS" rps; fi ;;
+        plugin-stream-1g)
+          if [[ $s = aws ]]; then run_curl "$s" "$id" "$base/stream/bytes?size=1073741824" 1073741824
+          else run_curl "$s" "$id" "$base/gen/1g.bin" 1073741824; fi ;;
+      esac
+    done
+    continue
+  fi
   for s in "${ACTIVE[@]}"; do
     url="http://$ADDR:${PORT[$s]}/$kind/$size.bin"
     case $mode in
