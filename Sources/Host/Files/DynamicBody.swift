@@ -48,13 +48,13 @@ extension Connection {
 
     /// A read this connection started has completed.
     func aioCompleted(_ slot: Int) {
-        guard phase == .responding, bodyKind == .aio, aioSlots.first == slot else { return }
+        guard phase == .responding || phase == .plugin, bodyKind == .aio, aioSlots.first == slot else { return }
         drive()
     }
 
     /// A buffer freed up after this connection found none.
     func aioSlotAvailable() {
-        guard phase == .responding, bodyKind == .aio else { return }
+        guard phase == .responding || phase == .plugin, bodyKind == .aio else { return }
         drive()
     }
 }

@@ -77,6 +77,8 @@ final class Connection: EventHandler, Timed {
     var bytesSent = 0
     private var requestStartNanos: UInt64 = 0
     private var requestsServed = 0
+    /// The current request has its access-log line (so a close does not log it twice).
+    private var requestLogged = false
     private var interest: Epoll.Interest = []
 
     // Timers
@@ -114,6 +116,7 @@ final class Connection: EventHandler, Timed {
     /// Closes the socket and releases everything the connection holds; exactly once per socket.
     func close() {
         guard fd >= 0 else { return }
+        if headComplete && !requestLogged { logAccess() }  // cut short: still one line per request
         if plugin.route != nil { endPluginRequest(aborted: !(plugin.finished && plugin.terminated && outSent >= out.count && bodyKind == .none)) }
         releaseBody()
         worker.loop.unregister(fd)
@@ -295,6 +298,7 @@ final class Connection: EventHandler, Timed {
         headComplete = false
         messageComplete = false
         refusal = nil
+        requestLogged = false
         closeAfterResponse = false
         bodyBytesReceived = 0
         sniff.removeAll(keepingCapacity: true)
@@ -365,6 +369,9 @@ final class Connection: EventHandler, Timed {
         request.versionMajor = parser.versionMajor
         request.versionMinor = parser.versionMinor
         request.keepAlive = parser.shouldKeepAlive
+        let length = parser.contentLength
+        request.contentLength = length == UInt64.max ? -1 : Int64(length)
+        request.hasBody = parser.isChunked || (length != UInt64.max && length > 0)
         requestStartNanos = Sys.monotonicNanos()
         respond()
         return 0
@@ -674,6 +681,7 @@ final class Connection: EventHandler, Timed {
     }
 
     private func logAccess() {
+        requestLogged = true
         guard let log = worker.accessLog else { return }
         log.beginLine()
         appendPeer(to: log)

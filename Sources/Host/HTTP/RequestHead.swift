@@ -47,6 +47,10 @@ struct RequestHead {
     var versionMajor: UInt16 = 1
     var versionMinor: UInt16 = 1
     var keepAlive = false
+    /// The body's declared length as the head said (-1: none or chunked); http-parser counts its
+    /// own copy down as the body arrives, so it is recorded when the head completes.
+    var contentLength: Int64 = -1
+    var hasBody = false
     /// Total bytes of target plus headers so far, for the size limits.
     var headerBytes: Int { storage.count }
 

@@ -25,8 +25,8 @@ extension Connection {
             respondWithError(.contentTooLarge, close: true)
             return
         }
-        let hasBody = parser.isChunked || (parser.contentLength != UInt64.max && parser.contentLength > 0)
-        if request.versionMinor == 0 && !hasBody && parser.contentLength == UInt64.max
+        let hasBody = request.hasBody
+        if request.versionMinor == 0 && !hasBody && request.contentLength < 0
             && [HTTP_POST, HTTP_PUT, HTTP_PATCH].contains(request.method) {
             // HTTP/1.0 has no chunked coding: a body without a length cannot be framed.
             respondWithError(.lengthRequired, close: true)

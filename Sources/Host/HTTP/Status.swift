@@ -3,12 +3,17 @@ enum HTTPStatus: Int, Sendable {
     case continue_ = 100
     case ok = 200, created = 201, noContent = 204, partialContent = 206
     case movedPermanently = 301, notModified = 304
-    case badRequest = 400, forbidden = 403, notFound = 404, methodNotAllowed = 405,
-         requestTimeout = 408, lengthRequired = 411, preconditionFailed = 412,
-         contentTooLarge = 413, uriTooLong = 414, rangeNotSatisfiable = 416,
-         expectationFailed = 417, requestHeaderFieldsTooLarge = 431
-    case internalServerError = 500, notImplemented = 501, serviceUnavailable = 503,
-         versionNotSupported = 505
+    case badRequest = 400, unauthorized = 401, paymentRequired = 402, forbidden = 403, notFound = 404,
+         methodNotAllowed = 405, notAcceptable = 406, proxyAuthenticationRequired = 407,
+         requestTimeout = 408, conflict = 409, gone = 410, lengthRequired = 411,
+         preconditionFailed = 412, contentTooLarge = 413, uriTooLong = 414,
+         unsupportedMediaType = 415, rangeNotSatisfiable = 416, expectationFailed = 417,
+         imATeapot = 418, misdirectedRequest = 421, unprocessableContent = 422, locked = 423,
+         failedDependency = 424, tooEarly = 425, upgradeRequired = 426, preconditionRequired = 428,
+         tooManyRequests = 429, requestHeaderFieldsTooLarge = 431, unavailableForLegalReasons = 451
+    case internalServerError = 500, notImplemented = 501, badGateway = 502, serviceUnavailable = 503,
+         gatewayTimeout = 504, versionNotSupported = 505, insufficientStorage = 507,
+         loopDetected = 508, networkAuthenticationRequired = 511
 
     var reason: String {
         switch self {
@@ -20,7 +25,29 @@ enum HTTPStatus: Int, Sendable {
         case .movedPermanently: "Moved Permanently"
         case .notModified: "Not Modified"
         case .badRequest: "Bad Request"
+        case .unauthorized: "Unauthorized"
+        case .paymentRequired: "Payment Required"
         case .forbidden: "Forbidden"
+        case .notAcceptable: "Not Acceptable"
+        case .proxyAuthenticationRequired: "Proxy Authentication Required"
+        case .conflict: "Conflict"
+        case .gone: "Gone"
+        case .unsupportedMediaType: "Unsupported Media Type"
+        case .imATeapot: "I'm a teapot"
+        case .misdirectedRequest: "Misdirected Request"
+        case .unprocessableContent: "Unprocessable Content"
+        case .locked: "Locked"
+        case .failedDependency: "Failed Dependency"
+        case .tooEarly: "Too Early"
+        case .upgradeRequired: "Upgrade Required"
+        case .preconditionRequired: "Precondition Required"
+        case .tooManyRequests: "Too Many Requests"
+        case .unavailableForLegalReasons: "Unavailable For Legal Reasons"
+        case .badGateway: "Bad Gateway"
+        case .gatewayTimeout: "Gateway Timeout"
+        case .insufficientStorage: "Insufficient Storage"
+        case .loopDetected: "Loop Detected"
+        case .networkAuthenticationRequired: "Network Authentication Required"
         case .notFound: "Not Found"
         case .methodNotAllowed: "Method Not Allowed"
         case .requestTimeout: "Request Timeout"
@@ -36,6 +63,13 @@ enum HTTPStatus: Int, Sendable {
         case .serviceUnavailable: "Service Unavailable"
         case .versionNotSupported: "HTTP Version Not Supported"
         }
+    }
+
+    /// The status for an error code from a plugin: itself when aws knows it, else the class's
+    /// generic code (RFC 9110 §15: an unknown code is understood as x00); 500 outside 400-599.
+    static func errorStatus(_ code: Int) -> HTTPStatus {
+        guard (400..<600).contains(code) else { return .internalServerError }
+        return HTTPStatus(rawValue: code) ?? (code < 500 ? .badRequest : .internalServerError)
     }
 
     /// Statuses that never carry a body (RFC 9110 §6.4.1).

@@ -47,13 +47,18 @@ enum HostAPI {
             return c.pluginRequestHeader(name, found)
         }
         t.pointee.post = { req, fn, arg in HostAPI.post(req, fn, arg) }
-        t.pointee.set_request_data = { req, data in HostAPI.with(req) { $0.plugin.userData = data; return Int32(AWS_OK) } }
+        t.pointee.set_request_data = { req, data in
+            switch HostAPI.connection(req, evenWhileEnding: true) {
+            case .success(let c): c.plugin.userData = data; return Int32(AWS_OK)
+            case .failure(let e): return e.code
+            }
+        }
         t.pointee.request_data = { req in
-            guard case .success(let c) = HostAPI.connection(req) else { return nil }
+            guard case .success(let c) = HostAPI.connection(req, evenWhileEnding: true) else { return nil }
             return c.plugin.userData
         }
         t.pointee.request_scratch = { req, size in
-            guard case .success(let c) = HostAPI.connection(req) else { return nil }
+            guard case .success(let c) = HostAPI.connection(req, evenWhileEnding: true) else { return nil }
             return c.pluginScratch(size)
         }
         t.pointee.plugin_name = { ctx in UnsafePointer(PluginContext.from(ctx)?.nameCString) }
@@ -66,12 +71,13 @@ enum HostAPI {
         UInt64(worker) << 56 | UInt64(slot) << 32 | UInt64(generation)
     }
 
-    static func connection(_ req: aws_request) -> Result<Connection, HostCallError> {
+    static func connection(_ req: aws_request, evenWhileEnding: Bool = false) -> Result<Connection, HostCallError> {
         let w = Int(req >> 56), slot = Int((req >> 32) & 0xff_ffff), gen = UInt32(truncatingIfNeeded: req)
         guard gen != 0, w < workers.count else { return .failure(.gone) }
         let worker = workers[w]
         guard worker.isLoopThread else { return .failure(.wrongThread) }
-        guard let c = worker.connection(slot: slot), c.plugin.active, c.plugin.generation == gen else { return .failure(.gone) }
+        guard let c = worker.connection(slot: slot), c.plugin.generation == gen,
+              c.plugin.active || (evenWhileEnding && c.plugin.ending) else { return .failure(.gone) }
         return .success(c)
     }
 

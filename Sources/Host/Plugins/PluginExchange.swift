@@ -12,6 +12,9 @@ struct PluginExchange {
     var handle: aws_request = 0
     /// on_request accepted the request and on_end has not been called yet.
     var active = false
+    /// on_abort / on_end are running: the handle still reaches the request's data and scratch,
+    /// but nothing else.
+    var ending = false
     /// on_request has been called (buffered routes call it once the body is complete).
     var dispatched = false
     var status = 200
@@ -85,7 +88,7 @@ extension Connection {
         return true
     }
 
-    var requestHasBody: Bool { parser.isChunked || (parser.contentLength != UInt64.max && parser.contentLength > 0) }
+    var requestHasBody: Bool { request.hasBody }
 
     private func sendContinueIfExpected() {
         guard request.has(.expect), request.versionMinor >= 1 else { return }
@@ -103,7 +106,7 @@ extension Connection {
         let rc = withRequestView { view in handler.onRequest(plugin.handle, view, handler.user) }
         if rc != 0 {
             plugin.active = false
-            let status = HTTPStatus(rawValue: Int(rc)) ?? (rc >= 400 && rc < 600 ? .internalServerError : .internalServerError)
+            let status = HTTPStatus.errorStatus(Int(rc))
             if !(400..<600).contains(Int(rc)) {
                 worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") on_request returned \(rc), not 0 or a 4xx/5xx status")
             }
@@ -154,7 +157,7 @@ extension Connection {
                             headers: UnsafePointer(plugin.viewHeaders),
                             header_count: request.headers.count,
                             remote_addr: aws_str(ptr: UnsafeRawPointer(remoteBuf.baseAddress!).assumingMemoryBound(to: CChar.self), len: remoteBuf.count),
-                            content_length: parser.contentLength == UInt64.max ? -1 : Int64(parser.contentLength),
+                            content_length: request.contentLength,
                             body: aws_str(ptr: bodyBuf.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, len: bodyBuf.count))
                         return body(&view)
                     }
@@ -229,30 +232,33 @@ extension Connection {
         guard !plugin.partQueued else { return misuse("send_part while a part is outstanding (wait for on_proceed)") }
         let p = part.pointee
         let length = p.length
+        // Validate everything before taking the part: a refused part changes nothing.
+        switch p.kind {
+        case UInt32(AWS_PART_MEMORY):
+            guard p.data != nil || length == 0 else { return Int32(AWS_E_INVALID) }
+        case UInt32(AWS_PART_FILE):
+            guard p.fd >= 0, p.offset >= 0, fcntl(p.fd, F_GETFD) >= 0 else { return Int32(AWS_E_INVALID) }
+        default:
+            return Int32(AWS_E_INVALID)
+        }
         if let declared = plugin.declaredLength, plugin.bytesQueued + UInt64(length) > declared {
             return misuse("send_part beyond the declared Content-Length")
         }
-        plugin.partRelease = p.release
-        plugin.partReleaseContext = p.release_ctx
-        plugin.partLength = length
-        plugin.partFramed = false
-        plugin.partQueued = true
-        plugin.proceedDue = false
-        plugin.bytesQueued += UInt64(length)
         if isHead || length == 0 {
+            acceptPart(p)
             bodyKind = .none  // nothing to send; released when the flush reaches it
             return Int32(AWS_OK)
         }
         switch p.kind {
         case UInt32(AWS_PART_MEMORY):
-            guard let data = p.data else { plugin.partQueued = false; return Int32(AWS_E_INVALID) }
+            guard let data = p.data else { return Int32(AWS_E_INVALID) }
             if p.release == nil {
                 if plugin.copyCapacity < length {
                     free(plugin.copyBuffer)
                     plugin.copyCapacity = max(length, 16 * 1024)
                     plugin.copyBuffer = malloc(plugin.copyCapacity)
                 }
-                guard let copy = plugin.copyBuffer else { plugin.partQueued = false; return Int32(AWS_E_NOMEM) }
+                guard let copy = plugin.copyBuffer else { plugin.copyCapacity = 0; return Int32(AWS_E_NOMEM) }
                 memcpy(copy, data, length)
                 memoryBody = UnsafeRawPointer(copy)
             } else {
@@ -261,11 +267,10 @@ extension Connection {
             bodyOffset = 0
             bodyEnd = length
             bodyKind = .memory
-        case UInt32(AWS_PART_FILE):
-            guard p.fd >= 0, p.offset >= 0 else { plugin.partQueued = false; return Int32(AWS_E_INVALID) }
+        default:  // AWS_PART_FILE, validated above
             if p.release == nil {
                 let copy = fcntl(p.fd, F_DUPFD_CLOEXEC, 0)
-                guard copy >= 0 else { plugin.partQueued = false; return Int32(AWS_E_INVALID) }
+                guard copy >= 0 else { return Int32(AWS_E_NOMEM) }
                 bodyFD = copy
                 bodyFDOwned = true
             } else {
@@ -280,11 +285,19 @@ extension Connection {
             } else {
                 bodyKind = .sendfile
             }
-        default:
-            plugin.partQueued = false
-            return Int32(AWS_E_INVALID)
         }
+        acceptPart(p)
         return Int32(AWS_OK)
+    }
+
+    private func acceptPart(_ p: aws_part) {
+        plugin.partRelease = p.release
+        plugin.partReleaseContext = p.release_ctx
+        plugin.partLength = p.length
+        plugin.partFramed = false
+        plugin.partQueued = true
+        plugin.proceedDue = false
+        plugin.bytesQueued += UInt64(p.length)
     }
 
     func pluginFinish() -> Int32 {
@@ -300,12 +313,11 @@ extension Connection {
     func pluginFail(_ status: Int) -> Int32 {
         guard !plugin.finished || !plugin.headRendered else { return misuse("fail after finish") }
         if !plugin.headRendered {
-            let s = HTTPStatus(rawValue: status) ?? .internalServerError
             plugin.finished = true
             plugin.terminated = true
             plugin.headRendered = true
             discardQueuedBody()
-            respondWithError((400..<600).contains(status) ? s : .internalServerError, close: requestHasBody && !messageComplete)
+            respondWithError(HTTPStatus.errorStatus(status), close: requestHasBody && !messageComplete)
         } else {
             plugin.finished = true
             plugin.failedAfterHead = true
@@ -458,8 +470,10 @@ extension Connection {
         if bodyKind != .none && phase == .plugin { releaseBody() }
         if plugin.partQueued { releasePart() }
         if wasActive && callEnd, let handler {
+            plugin.ending = true
             if aborted, let onAbort = handler.onAbort { onAbort(handle, handler.user) }
             if let onEnd = handler.onEnd { onEnd(handle, handler.user) }
+            plugin.ending = false
         }
         for p in plugin.scratch { free(p) }
         plugin.scratch.removeAll(keepingCapacity: true)
@@ -480,6 +494,6 @@ extension Connection {
         plugin.proceedDue = false
         plugin.bytesQueued = 0
         plugin.dispatched = false
-        route.plugin.requestEnded(logger: worker.logger)
+        route.plugin.requestEnded(logger: worker.logger, loop: worker.loop)
     }
 }

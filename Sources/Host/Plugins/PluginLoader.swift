@@ -27,20 +27,41 @@ final class LoadedPlugin {
         self.context = context
     }
 
-    /// Calls the plugin's shutdown and unloads the library; once.
-    func unload(logger: Logger) {
+    /// Calls the plugin's shutdown and unloads the library; once. With a loop, the dlclose is
+    /// posted behind the work already queued there: functions the plugin posted before its
+    /// shutdown still run (with alive=0) while its code is mapped.
+    func unload(logger: Logger, loop: EventLoop? = nil) {
         guard let lib = library else { return }
         shutdownFn?(context.opaque)
         library = nil
-        dlclose(lib)
-        context.release()
         routes = []
-        logger.info("plugin \(name) \(version) unloaded")
+        let context = self.context
+        let closing = UnloadWork(library: lib, context: context)
+        let message = "plugin \(name) \(version) unloaded"
+        if let loop {
+            loop.post {
+                closing.run()
+                logger.info("\(message)")
+            }
+        } else {
+            closing.run()
+            logger.info("\(message)")
+        }
     }
 
-    func requestEnded(logger: Logger) {
+    func requestEnded(logger: Logger, loop: EventLoop) {
         inFlight -= 1
-        if retired && inFlight == 0 { unload(logger: logger) }
+        if retired && inFlight == 0 { unload(logger: logger, loop: loop) }
+    }
+}
+
+/// The last step of an unload, runnable from the loop's posted-work queue.
+private struct UnloadWork: @unchecked Sendable {
+    let library: UnsafeMutableRawPointer
+    let context: PluginContext
+    func run() {
+        dlclose(library)
+        context.release()
     }
 }
 
@@ -116,8 +137,10 @@ final class PluginLoader {
         cacheDirectory = "\(tmp)/aws-plugins-\(getpid())"
     }
 
-    deinit {
-        // The copies are only needed while loaded; the mapped images survive their removal.
+    deinit { removeCopies() }
+
+    /// The copies are only needed to load; the mapped images survive their removal.
+    func removeCopies() {
         if let dir = opendir(cacheDirectory) {
             while let e = readdir(dir) {
                 let name = withUnsafeBytes(of: e.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
@@ -154,7 +177,7 @@ final class PluginLoader {
     /// Re-scans the folder: unchanged files keep their loaded plugin, changed and new ones are
     /// loaded, removed ones are dropped. A file that fails to load leaves its old version
     /// serving. Plugins no longer in the new table are retired (unloaded when idle).
-    func reload(current: RouteTable) -> RouteTable {
+    func reload(current: RouteTable, loop: EventLoop) -> RouteTable {
         var next: [LoadedPlugin] = []
         let files: [String]
         do { files = try soFiles() } catch {
@@ -188,7 +211,7 @@ final class PluginLoader {
         }
         for p in current.plugins where !next.contains(where: { $0 === p }) {
             p.retired = true
-            if p.inFlight == 0 { p.unload(logger: logger) }
+            if p.inFlight == 0 { p.unload(logger: logger, loop: loop) }
         }
         return RouteTable(plugins: next)
     }

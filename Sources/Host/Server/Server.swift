@@ -50,14 +50,14 @@ final class Server {
                     return
                 }
                 logger.notice("SIGHUP: reloading plugins from \(loader.directory)")
-                worker.routes = loader.reload(current: worker.routes)
+                worker.routes = loader.reload(current: worker.routes, loop: worker.loop)
             default: break
             }
         }
         try worker.loop.register(signalFD, signalHandler, Epoll.Interest.readable)
         try worker.run()
         for plugin in worker.routes.plugins where plugin.inFlight == 0 { plugin.unload(logger: logger) }
-        withExtendedLifetime(loader) {}
+        loader?.removeCopies()
         logger.info("stopped")
     }
 

@@ -154,7 +154,12 @@ enum {
  * FILE parts: the host sends `length` bytes of `fd` from `offset` (sendfile; or libaio when
  * AWS_PART_FILE_AIO is set in `flags`). The descriptor is BORROWED like memory: if `release` is
  * NULL the host dup()s it and the plugin may close its own at once; otherwise it stays open until
- * release(release_ctx) is called. The host never changes the descriptor's file offset. */
+ * release(release_ctx) is called. The host never changes the descriptor's file offset.
+ *
+ * A part of length 0 sends no bytes but makes the host send the response head now (a stream
+ * can show its headers before its first data). If send_part returns an error the part was not
+ * taken: release is NOT called for it. For a HEAD request the host drops the bytes (release
+ * still runs), and `finish` may come before the declared length was sent. */
 typedef struct aws_part {
     uint32_t kind;      /* AWS_PART_MEMORY or AWS_PART_FILE */
     uint32_t flags;     /* AWS_PART_FILE_AIO */
