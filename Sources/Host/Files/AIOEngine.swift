@@ -20,6 +20,8 @@ final class AIOEngine: EventHandler {
         let buffer: UnsafeMutableRawPointer
         var state: SlotState = .free
         var fileOffset = 0
+        /// Bytes asked of the kernel; a completion with fewer means end of file.
+        var requested = 0
         weak var owner: Connection?
         var ownerGeneration: UInt32 = 0
     }
@@ -33,7 +35,7 @@ final class AIOEngine: EventHandler {
     /// Connections waiting for a free slot, woken in order.
     private var waiting: [(Connection, UInt32)] = []
 
-    init(bufferSize: Int = 128 * 1024, maxSlots: Int = 512) throws(SyscallError) {
+    init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256) throws(SyscallError) {
         self.bufferSize = bufferSize
         self.maxSlots = maxSlots
         var ctx: io_context_t?
@@ -96,12 +98,17 @@ final class AIOEngine: EventHandler {
 
     func state(_ index: Int) -> SlotState { slots[index].state }
     func fileOffset(_ index: Int) -> Int { slots[index].fileOffset }
+    func requested(_ index: Int) -> Int { slots[index].requested }
     func buffer(_ index: Int) -> UnsafeMutableRawPointer { slots[index].buffer }
 
-    /// Starts reading `bufferSize` bytes at `offset` (aligned) of `fd` into the slot.
-    func read(_ index: Int, fd: Int32, offset: Int) {
+    /// Starts reading up to `bufferSize` bytes at `offset` (aligned) of `fd` into the slot; only
+    /// as many aligned blocks as cover `wanted`, so a small file costs a small read.
+    func read(_ index: Int, fd: Int32, offset: Int, wanted: Int) {
         let cb = slots[index].iocb
-        io_prep_pread(cb, fd, slots[index].buffer, bufferSize, Int64(offset))
+        let align = AIOEngine.alignment
+        let length = min(bufferSize, (wanted + align - 1) / align * align)
+        slots[index].requested = length
+        io_prep_pread(cb, fd, slots[index].buffer, length, Int64(offset))
         io_set_eventfd(cb, eventFD)
         cb.pointee.data = UnsafeMutableRawPointer(bitPattern: index + 1)
         slots[index].fileOffset = offset
@@ -111,7 +118,7 @@ final class AIOEngine: EventHandler {
         if r == 1 { return }
         // The kernel would not queue it (-EAGAIN under pressure): read synchronously instead, so
         // the transfer goes on rather than failing.
-        let n = pread(fd, slots[index].buffer, bufferSize, off_t(offset))
+        let n = pread(fd, slots[index].buffer, length, off_t(offset))
         slots[index].state = n >= 0 ? .ready(n) : .failed(errno)
     }
 

@@ -9,8 +9,8 @@ extension Connection {
         while true {
             while aioSlots.count < Connection.aioDepth && aioNextRead < bodyEnd {
                 guard let slot = engine.acquire(for: self) else { break }
-                engine.read(slot, fd: bodyFD, offset: aioNextRead)
-                aioNextRead += engine.bufferSize
+                engine.read(slot, fd: bodyFD, offset: aioNextRead, wanted: bodyEnd - aioNextRead)
+                aioNextRead += engine.requested(slot)
                 aioSlots.append(slot)
             }
             guard let slot = aioSlots.first else { return bodyOffset >= bodyEnd ? .done : .waiting }
@@ -36,7 +36,7 @@ extension Connection {
                     setDeadline(worker.config.sendTimeout)
                     continue
                 }
-                if available < bodyEnd && count < engine.bufferSize {
+                if available < bodyEnd && count < engine.requested(slot) {
                     worker.logger.error("file shrank during a transfer", metadata: ["peer": "\(peerDescription)"])
                     return .failed
                 }

@@ -6,7 +6,7 @@ import Glibc
 /// then hand the body to sendfile (static) or libaio (`/dynamic/`).
 extension Connection {
     func serveFile() {
-        if let failure = DocumentRoot.resolve(target: request.storage[request.target], into: &path) {
+        if let failure = resolvePath() {
             respondWithError(failure)
             return
         }
@@ -177,9 +177,12 @@ extension Connection {
         /// Strong entity tag: inode, size and modification time in nanoseconds, quoted.
         var etag: [UInt8] = []
         var modified: Int
+        /// `modified` as an HTTP date, rendered once.
+        var lastModified: [UInt8] = []
 
         init(_ st: stat) {
             modified = Int(st.st_mtim.tv_sec)
+            HTTPDate.append(modified, to: &lastModified)
             etag.append(34)
             etag.append(hex: UInt64(st.st_ino))
             etag.append(45)
@@ -192,9 +195,7 @@ extension Connection {
 
     private func addValidatorHeaders(_ v: Validators) {
         addHeader("ETag", v.etag)
-        out.append(ascii: "Last-Modified: ")
-        HTTPDate.append(v.modified, to: &out)
-        out.append(ascii: "\r\n")
+        addHeader("Last-Modified", v.lastModified)
     }
 
     enum Precondition { case proceed, notModified, failed }

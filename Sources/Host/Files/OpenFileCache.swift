@@ -1,10 +1,11 @@
 import Glibc
 
 /// Open descriptors and their metadata, kept per worker like nginx's open_file_cache: a hit
-/// costs one fstat instead of openat2 + fstat + close. Each hit re-checks the descriptor with
-/// fstat, so a file rewritten in place shows its new size, date and ETag at once; every second an
-/// entry is re-opened through the root (the path may now name another file, or have become a
-/// symlink that leaves the root) and dropped if it no longer matches.
+/// costs nothing instead of openat2 + fstat + close. A hit re-checks the descriptor with fstat
+/// when its last check is older than 100 ms, so a file rewritten in place shows its new size,
+/// date and ETag within a tick; every second an entry is re-opened through the root (the path may
+/// now name another file, or have become a symlink that leaves the root) and dropped if it no
+/// longer matches.
 final class OpenFileCache {
     final class Entry {
         let fd: Int32
@@ -13,6 +14,7 @@ final class OpenFileCache {
         fileprivate(set) var validators: Connection.Validators
         let contentType: [UInt8]
         fileprivate var checkedAt: Int64
+        fileprivate var statAt: Int64
         /// Responses sending from `fd` right now; an evicted entry closes it when this is 0.
         fileprivate var users = 0
         fileprivate var evicted = false
@@ -24,6 +26,7 @@ final class OpenFileCache {
             self.validators = Connection.Validators(info)
             self.contentType = contentType
             self.checkedAt = now
+            self.statAt = now
         }
     }
 
@@ -31,12 +34,16 @@ final class OpenFileCache {
     private var direct: [[UInt8]: Entry] = [:]
     private let capacity: Int
     private let revalidateMillis: Int64 = 1000
+    /// How long a hit trusts the last fstat: one loop tick.
+    private let statMillis: Int64 = 100
 
     init(capacity: Int = 1024) { self.capacity = capacity }
 
     /// A still-valid entry for the path, or nil (then open the file and `insert` it).
     func lookup(_ path: inout DocumentRoot.Path, direct wantsDirect: Bool, root: DocumentRoot, now: Int64) -> Entry? {
         guard let entry = wantsDirect ? direct[path.bytes] : buffered[path.bytes] else { return nil }
+        if now - entry.statAt < statMillis { return entry }
+        entry.statAt = now
         var st = stat()
         guard fstat(entry.fd, &st) == 0, st.st_nlink > 0 else {
             evict(path.bytes, entry)

@@ -30,7 +30,9 @@ final class Connection: EventHandler, Timed {
         case plugin
     }
 
-    unowned let worker: Worker
+    /// The worker owns its connections and outlives them (unowned(unsafe): no reference
+    /// counting on the hot path).
+    unowned(unsafe) let worker: Worker
     /// This object's index in its worker, part of plugin request handles.
     let slot: Int
     private(set) var fd: Int32 = -1
@@ -46,6 +48,9 @@ final class Connection: EventHandler, Timed {
     private var pending: [UInt8] = []
     private var pendingStart = 0
     private var headComplete = false
+    /// The target's path, decoded once per request (`resolvePath`).
+    private var pathResolved = false
+    private var pathFailure: HTTPStatus?
     private(set) var messageComplete = true
     /// Set by a parser callback that refuses the request (a limit), answered when the parser stops.
     private var refusal: HTTPStatus?
@@ -75,6 +80,7 @@ final class Connection: EventHandler, Timed {
     var closeAfterResponse = false
     private var willClose = false
     var bytesSent = 0
+    private var peerBytes: [UInt8] = []
     private var requestStartNanos: UInt64 = 0
     private var requestsServed = 0
     /// The current request has its access-log line (so a close does not log it twice).
@@ -330,6 +336,16 @@ final class Connection: EventHandler, Timed {
         // reports it now that we read again.
     }
 
+    /// Decodes and normalizes the target into `path` (once per request); the failure status if
+    /// it cannot be served.
+    func resolvePath() -> HTTPStatus? {
+        if !pathResolved {
+            pathFailure = DocumentRoot.resolve(target: request.storage[request.target], into: &path)
+            pathResolved = true
+        }
+        return pathFailure
+    }
+
     // MARK: parser callbacks
 
     func parserMessageBegin() -> Int32 { 0 }
@@ -373,6 +389,7 @@ final class Connection: EventHandler, Timed {
         request.contentLength = length == UInt64.max ? -1 : Int64(length)
         request.hasBody = parser.isChunked || (length != UInt64.max && length > 0)
         requestStartNanos = Sys.monotonicNanos()
+        pathResolved = false
         respond()
         return 0
     }
@@ -712,18 +729,25 @@ final class Connection: EventHandler, Timed {
     }
 
     private func appendPeer(to log: AccessLog) {
-        if peer.ss_family == sa_family_t(AF_INET) {
-            var p = peer
-            withUnsafePointer(to: &p) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ptr in
-                let a = UInt32(bigEndian: ptr.pointee.sin_addr.s_addr)
-                log.append(decimal: Int(a >> 24)); log.append(byte: 46)
-                log.append(decimal: Int((a >> 16) & 255)); log.append(byte: 46)
-                log.append(decimal: Int((a >> 8) & 255)); log.append(byte: 46)
-                log.append(decimal: Int(a & 255)); log.append(byte: 58)
-                log.append(decimal: Int(UInt16(bigEndian: ptr.pointee.sin_port)))
-            } }
-        } else {
-            log.append(peerDescription.utf8)
+        peerBytes.removeAll(keepingCapacity: true)
+        appendPeer(to: &peerBytes)
+        log.append(peerBytes)
+    }
+
+    /// "a.b.c.d:port" without going through String (IPv6 takes the slow path).
+    func appendPeer(to out: inout [UInt8]) {
+        guard peer.ss_family == sa_family_t(AF_INET) else {
+            out.append(contentsOf: peerDescription.utf8)
+            return
         }
+        let (a, port) = withUnsafeBytes(of: peer) { raw in
+            let sin = raw.load(as: sockaddr_in.self)
+            return (UInt32(bigEndian: sin.sin_addr.s_addr), Int(UInt16(bigEndian: sin.sin_port)))
+        }
+        out.append(decimal: Int(a >> 24)); out.append(46)
+        out.append(decimal: Int((a >> 16) & 255)); out.append(46)
+        out.append(decimal: Int((a >> 8) & 255)); out.append(46)
+        out.append(decimal: Int(a & 255)); out.append(58)
+        out.append(decimal: port)
     }
 }

@@ -55,9 +55,8 @@ extension Connection {
     func dispatchToPlugin() -> Bool {
         let table = worker.routes
         guard !table.isEmpty else { return false }
-        if DocumentRoot.resolve(target: request.storage[request.target], into: &path) != nil { return false }
-        let method = request.methodName
-        let (route, owned) = table.match(path: path.bytes, method: method)
+        if resolvePath() != nil { return false }
+        let (route, owned) = table.match(path: path.bytes, method: request.method)
         guard let route else {
             if owned {
                 let allowed = table.methods(forPath: path.bytes)
@@ -125,7 +124,7 @@ extension Connection {
         plugin.pathBytes.append(contentsOf: path.bytes)
         if path.trailingSlash && !path.bytes.isEmpty { plugin.pathBytes.append(47) }
         plugin.remote.removeAll(keepingCapacity: true)
-        plugin.remote.append(contentsOf: peerDescription.utf8)
+        appendPeer(to: &plugin.remote)
         if plugin.viewHeaderCapacity < request.headers.count {
             plugin.viewHeaders?.deallocate()
             plugin.viewHeaderCapacity = max(request.headers.count, 32)

@@ -22,6 +22,8 @@ enum RouteTarget {
 /// document root's resolver produces, so matching needs no conversion.
 final class Route {
     let method: String?   // nil: any method
+    /// `method` as http-parser's enum value, so matching compares integers.
+    let methodCode: UInt32?
     let path: [UInt8]
     let prefix: Bool
     let buffersBody: Bool
@@ -32,6 +34,7 @@ final class Route {
 
     init(method: String?, path: [UInt8], prefix: Bool, buffersBody: Bool, target: RouteTarget, plugin: LoadedPlugin) {
         self.method = method
+        methodCode = method.flatMap(Route.methodCode)
         self.path = path
         self.prefix = prefix
         self.buffersBody = buffersBody
@@ -48,7 +51,20 @@ final class Route {
     }
 
     /// HEAD is answered by a GET route (the host drops the body), as RFC 9110 §9.3.2 expects.
-    func matches(method m: String) -> Bool { method == nil || method == m || (m == "HEAD" && method == "GET") }
+    func matches(method m: http_method) -> Bool {
+        method == nil || methodCode == m.rawValue || (m == HTTP_HEAD && methodCode == HTTP_GET.rawValue)
+    }
+
+    /// http-parser's code for a method name; nil for names it cannot parse (never requested).
+    static func methodCode(_ name: String) -> UInt32? {
+        var code: UInt32 = 0
+        while true {
+            let known = String(cString: http_method_str(http_method(rawValue: code)))
+            if known == "<unknown>" { return nil }
+            if known == name { return code }
+            code += 1
+        }
+    }
 }
 
 /// The routes of every loaded plugin, immutable once built: a reload builds a new table and
@@ -72,7 +88,7 @@ final class RouteTable {
 
     /// The route for a decoded path (no leading slash). A path a plugin owns for other methods
     /// only is reported through `methodMismatch`, so the caller can answer 405.
-    func match(path: [UInt8], method: String) -> (route: Route?, pathOwned: Bool) {
+    func match(path: [UInt8], method: http_method) -> (route: Route?, pathOwned: Bool) {
         var owned = false
         if let candidates = exact[path] {
             owned = true
