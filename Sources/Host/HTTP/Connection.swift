@@ -80,7 +80,9 @@ final class Connection: EventHandler, Timed {
     var closeAfterResponse = false
     private var willClose = false
     var bytesSent = 0
-    private var peerBytes: [UInt8] = []
+    private var logLine: [UInt8] = []
+    /// The status code as sent (plugins may send codes `HTTPStatus` does not name).
+    var statusCode = 200
     private var requestStartNanos: UInt64 = 0
     private var requestsServed = 0
     /// The current request has its access-log line (so a close does not log it twice).
@@ -611,6 +613,7 @@ final class Connection: EventHandler, Timed {
     /// Starts a response: status line, Date, Server.
     func beginResponse(_ status: HTTPStatus) {
         self.status = status
+        statusCode = status.rawValue
         out.removeAll(keepingCapacity: true)
         outSent = 0
         bytesSent = 0
@@ -697,41 +700,39 @@ final class Connection: EventHandler, Timed {
         return "\(String(cString: host)):\(port)"
     }
 
+    /// One line per request through swift-log's `aws.access` logger, at info:
+    /// `<client> "<method> <target> HTTP/1.x" <status> <bytes sent> <duration>ms`.
     private func logAccess() {
         requestLogged = true
-        guard let log = worker.accessLog else { return }
-        log.beginLine()
-        appendPeer(to: log)
-        log.append(ascii: " \"")
+        guard let logger = worker.accessLogger else { return }
+        var line = logLine
+        line.removeAll(keepingCapacity: true)
+        appendPeer(to: &line)
+        line.append(ascii: " \"")
         if headComplete {
-            log.append(request.methodName.utf8)
-            log.append(byte: 32)
-            log.append(request.storage[request.target].prefix(1024))
-            log.append(ascii: " HTTP/1.")
-            log.append(decimal: Int(request.versionMinor))
+            line.append(contentsOf: UnsafeRawBufferPointer(start: http_method_str(request.method), count: strlen(http_method_str(request.method))))
+            line.append(32)
+            line.append(contentsOf: request.storage[request.target].prefix(1024))
+            line.append(ascii: " HTTP/1.")
+            line.append(decimal: Int(request.versionMinor))
         } else {
-            log.append(ascii: "-")
+            line.append(ascii: "-")
         }
-        log.append(ascii: "\" ")
-        log.append(decimal: status.rawValue)
-        log.append(byte: 32)
-        log.append(decimal: bytesSent + (out.count - outSent))
-        log.append(byte: 32)
+        line.append(ascii: "\" ")
+        line.append(decimal: statusCode)
+        line.append(32)
+        line.append(decimal: bytesSent + (out.count - outSent))
+        line.append(32)
         let micros = headComplete ? Int((Sys.monotonicNanos() &- requestStartNanos) / 1000) : 0
-        log.append(decimal: micros / 1000)
-        log.append(byte: 46)
+        line.append(decimal: micros / 1000)
+        line.append(46)
         let frac = micros % 1000
-        if frac < 100 { log.append(byte: 48) }
-        if frac < 10 { log.append(byte: 48) }
-        log.append(decimal: frac)
-        log.append(ascii: "ms")
-        log.endLine()
-    }
-
-    private func appendPeer(to log: AccessLog) {
-        peerBytes.removeAll(keepingCapacity: true)
-        appendPeer(to: &peerBytes)
-        log.append(peerBytes)
+        if frac < 100 { line.append(48) }
+        if frac < 10 { line.append(48) }
+        line.append(decimal: frac)
+        line.append(ascii: "ms")
+        logger.info("\(String(decoding: line, as: UTF8.self))")
+        logLine = line
     }
 
     /// "a.b.c.d:port" without going through String (IPv6 takes the slow path).

@@ -1,6 +1,7 @@
 import Glibc
+import Logging
 
-/// One line per request, formatted straight into a per-worker buffer and written in batches
+/// The sink of the access log: lines are appended to a per-worker buffer and written in batches
 /// (when it fills, on every loop tick, and at exit) so logging costs no syscall per request.
 /// Lines look like the swift-log lines on stderr: `<time> info aws.access: <fields>`.
 final class AccessLog {
@@ -72,5 +73,25 @@ final class AccessLog {
         pad(tm.tm_year + 1900, 4); stamp.append(45); pad(tm.tm_mon + 1, 2); stamp.append(45); pad(tm.tm_mday, 2)
         stamp.append(84); pad(tm.tm_hour, 2); stamp.append(58); pad(tm.tm_min, 2); stamp.append(58); pad(tm.tm_sec, 2)
         stamp.append(contentsOf: Array("+0000".utf8))
+    }
+}
+
+/// swift-log's handler for the `aws.access` logger: writes into one worker's `AccessLog`. Each
+/// worker has its own logger and sink and uses them only on its loop thread.
+struct AccessLogHandler: LogHandler, @unchecked Sendable {
+    let sink: AccessLog
+    var logLevel: Logger.Level = .info
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?,
+             source: String, file: String, function: String, line: UInt) {
+        sink.beginLine()
+        sink.append(message.description.utf8)
+        sink.endLine()
     }
 }

@@ -435,6 +435,7 @@ extension Connection {
             out.append(contentsOf: worker.date.bytes)
             out.append(ascii: "\r\nServer: aws/0.1.0\r\n")
         }
+        statusCode = plugin.status
         out.append(contentsOf: plugin.headers)
         if !noBody {
             if let declared = plugin.declaredLength {

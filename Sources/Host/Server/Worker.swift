@@ -13,7 +13,9 @@ final class Worker {
     let aio: AIOEngine
     let fileCache = OpenFileCache()
     let wheel: TimerWheel<Connection>
+    /// Request lines go through swift-log (`aws.access`, info) into this worker's buffered sink.
     let accessLog: AccessLog?
+    let accessLogger: Logger?
     let logger: Logger
     /// Every recv lands here first; a connection copies out only bytes it must keep.
     let readBuffer: UnsafeMutableRawBufferPointer
@@ -44,7 +46,9 @@ final class Worker {
         loop = try EventLoop(tickMillis: 100)
         aio = try AIOEngine()
         wheel = TimerWheel(resolutionMillis: 100, now: loop.now)
-        accessLog = config.accessLogEnabled ? try AccessLog(path: config.accessLogPath) : nil
+        let sink = config.accessLogEnabled ? try AccessLog(path: config.accessLogPath) : nil
+        accessLog = sink
+        accessLogger = sink.map { sink in Logger(label: "aws.access") { _ in AccessLogHandler(sink: sink) } }
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
         date.refresh()
 
