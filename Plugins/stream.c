@@ -23,14 +23,14 @@
  *     copies the bytes inside send_part) and BORROWED (bytes: the host reads the plugin's buffer
  *     until it calls release, and the plugin does not touch the buffer until then);
  *   - set_content_length (bytes) versus chunked framing (lines, events);
- *   - per-request state with set_request_data, freed in on_end; on_abort when the client leaves
+ *   - per-request state with set_request_data, read back with request_data in every callback
+ *     (on_abort and on_end included) and freed in on_end; on_abort when the client leaves
  *     (each logs a line with "aborted");
  *   - post, the one host function callable from any thread, with an atomic reference count so
  *     that neither the request side nor the thread frees shared state the other still uses;
  *   - shutdown waiting for the plugin's threads, so the library is never unloaded under them.
  */
 #define _GNU_SOURCE /* pthread_tryjoin_np */
-#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -101,50 +101,12 @@ static int query_uint(aws_str q, const char *key, uint64_t min, uint64_t max, ui
     return 1;
 }
 
-/* ---- finding a request's state in on_abort / on_end ----------------------------------------
- * The state is stored with set_request_data and fetched with request_data. WORKAROUND: this host
- * returns NULL from request_data() inside on_abort and on_end (it marks the request inactive
- * before calling them), so every state is also linked in a list kept per loop thread (all the
- * callbacks of one request run on its loop thread) and looked up there by handle. The list is
- * only consulted when request_data() comes back empty, so the code stays right once the host
- * is fixed. Every state struct below starts with this link. */
-typedef struct live_link {
-    aws_request req;
-    struct live_link *prev, *next;
-} live_link;
-
-static _Thread_local live_link *live_head;
-
-static void live_add(live_link *l, aws_request req) {
-    l->req = req;
-    l->prev = NULL;
-    l->next = live_head;
-    if (live_head) live_head->prev = l;
-    live_head = l;
-}
-
-static void live_remove(live_link *l) {
-    if (l->prev) l->prev->next = l->next; else live_head = l->next;
-    if (l->next) l->next->prev = l->prev;
-    l->prev = l->next = NULL;
-}
-
-/* The state of a request that is ending (on_abort, on_end); NULL if it never had one. */
-static void *ending_state(aws_request req) {
-    void *p = host->request_data(req);
-    if (p) return p;
-    for (live_link *l = live_head; l; l = l->next)
-        if (l->req == req) return l;
-    return NULL;
-}
-
 /* ==== /stream/lines: copied parts ============================================================ */
 
 #define LINES_MAX 10000000u
 #define LINES_BATCH (16 * 1024)
 
 typedef struct lines_state {
-    live_link link;
     uint64_t next, last;  /* the next line number to write; the last one */
     uint64_t done;        /* bytes of parts the host has consumed */
     size_t outstanding;   /* bytes of the part handed over and not yet consumed */
@@ -179,7 +141,6 @@ static int lines_request(aws_request req, const aws_request_view *view, void *us
     st->done = 0;
     st->outstanding = 0;
     host->set_request_data(req, st);
-    live_add(&st->link, req);
     lines_send(req, st); /* no set_content_length: the body goes out chunked */
     return 0;
 }
@@ -198,15 +159,14 @@ static void lines_proceed(aws_request req, void *user) {
 
 static void lines_abort(aws_request req, void *user) {
     (void)user;
-    lines_state *st = ending_state(req);
+    lines_state *st = host->request_data(req);
     if (st) logf_at(AWS_LOG_INFO, "lines stream aborted after %" PRIu64 " bytes", st->done);
 }
 
 static void lines_end(aws_request req, void *user) {
     (void)user;
-    lines_state *st = ending_state(req);
+    lines_state *st = host->request_data(req);
     if (!st) return;
-    live_remove(&st->link);
     free(st);
 }
 
@@ -220,7 +180,6 @@ static void lines_end(aws_request req, void *user) {
 static unsigned char pattern[BYTES_PERIOD + BYTES_PART];
 
 typedef struct bytes_state {
-    live_link link;
     uint64_t size;       /* bytes to send in all */
     uint64_t queued;     /* bytes handed to send_part so far */
     uint64_t done;       /* bytes of parts the host has consumed */
@@ -276,7 +235,6 @@ static int bytes_request(aws_request req, const aws_request_view *view, void *us
     st->outstanding = 0;
     st->lent = st->ended = 0;
     host->set_request_data(req, st);
-    live_add(&st->link, req);
     bytes_send(req, st);
     return 0;
 }
@@ -292,15 +250,14 @@ static void bytes_proceed(aws_request req, void *user) {
 
 static void bytes_abort(aws_request req, void *user) {
     (void)user;
-    bytes_state *st = ending_state(req);
+    bytes_state *st = host->request_data(req);
     if (st) logf_at(AWS_LOG_INFO, "bytes stream aborted after %" PRIu64 " of %" PRIu64 " bytes", st->done, st->size);
 }
 
 static void bytes_end(aws_request req, void *user) {
     (void)user;
-    bytes_state *st = ending_state(req);
+    bytes_state *st = host->request_data(req);
     if (!st) return;
-    live_remove(&st->link);
     /* The host releases an outstanding part before on_abort/on_end; should it ever not, the
      * buffer is still lent and the state is freed by bytes_release instead. */
     if (st->lent) st->ended = 1; else free(st);
@@ -353,7 +310,6 @@ static void reap_threads(int wait) {
 }
 
 typedef struct ev_stream {
-    live_link link;
     /* References: the request side (dropped in on_end), the thread (dropped when it exits) and
      * one per posted tick (dropped by ev_tick, which post always calls exactly once). The last
      * one to let go frees the stream. */
@@ -492,7 +448,6 @@ static int events_request(aws_request req, const aws_request_view *view, void *u
         }
     }
     host->set_request_data(req, s);
-    live_add(&s->link, req);
     host->add_header(req, cstr("Content-Type"), cstr("text/event-stream"));
     host->add_header(req, cstr("Cache-Control"), cstr("no-cache"));
     /* A part of 0 bytes sends nothing, but makes the host send the head now, so the client sees
@@ -512,15 +467,14 @@ static void events_proceed(aws_request req, void *user) {
 
 static void events_abort(aws_request req, void *user) {
     (void)user;
-    ev_stream *s = ending_state(req);
+    ev_stream *s = host->request_data(req);
     if (s) logf_at(AWS_LOG_INFO, "events stream aborted after %" PRIu64 " events", s->sent);
 }
 
 static void events_end(aws_request req, void *user) {
     (void)user;
-    ev_stream *s = ending_state(req);
+    ev_stream *s = host->request_data(req);
     if (!s) return;
-    live_remove(&s->link);
     pthread_mutex_lock(&s->mu);
     s->stop = 1; /* ticks already posted still run, with alive == 0 */
     pthread_cond_signal(&s->cv);
@@ -566,21 +520,9 @@ static int add_route(aws_plugin_ctx *ctx, const char *path, const aws_handler *h
     return host->register_route(ctx, &route);
 }
 
-/* WORKAROUND (host bug): when a hot reload retires this plugin, the host unloads (dlclose) it
- * as soon as its last request ends, but a tick the thread posted just before that request ended
- * is still queued and would then be called in unmapped code, crashing the server. Until the host
- * defers dlclose past such posted functions, the library pins itself: RTLD_NODELETE keeps the
- * old code mapped after dlclose (a retired version then costs its mapping, not a crash). */
-static void pin_library(void) {
-    Dl_info info;
-    if (dladdr(pattern, &info) && info.dli_fname)
-        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
-}
-
 static int init(const aws_host_api *api, aws_plugin_ctx *ctx) {
     host = api;
     plugin = ctx;
-    pin_library();
     for (size_t i = 0; i < sizeof pattern; i++) pattern[i] = (unsigned char)(i % BYTES_PERIOD);
     int rc;
     if ((rc = add_route(ctx, "/stream/lines", &lines_handler)) != AWS_OK) return rc;
@@ -589,7 +531,9 @@ static int init(const aws_host_api *api, aws_plugin_ctx *ctx) {
 }
 
 /* Runs when no request uses the plugin any more: every stream has been told to stop, so the
- * threads exit promptly; wait for them before the library is unmapped. */
+ * threads exit promptly. Wait for them (joined, so none is even on its last instructions):
+ * once this returns, no plugin code runs except ticks already posted, which the host still
+ * calls (with alive == 0, dropping their references) before it unloads the library. */
 static void shutdown_plugin(aws_plugin_ctx *ctx) {
     (void)ctx;
     reap_threads(1);

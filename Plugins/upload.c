@@ -71,45 +71,11 @@ static int reply(aws_request req, int status, const char *type, const char *body
     return host->finish(req) == AWS_OK ? 0 : 500;
 }
 
-/* ---- finding a request's state in on_abort / on_end ----------------------------------------
- * WORKAROUND: this host returns NULL from request_data() inside on_abort and on_end (it marks
- * the request inactive before calling them), so every state is also linked in a list kept per
- * loop thread and found there by handle when request_data() comes back empty. */
-typedef struct live_link {
-    aws_request req;
-    struct live_link *prev, *next;
-} live_link;
-
-static _Thread_local live_link *live_head;
-
-static void live_add(live_link *l, aws_request req) {
-    l->req = req;
-    l->prev = NULL;
-    l->next = live_head;
-    if (live_head) live_head->prev = l;
-    live_head = l;
-}
-
-static void live_remove(live_link *l) {
-    if (l->prev) l->prev->next = l->next; else live_head = l->next;
-    if (l->next) l->next->prev = l->prev;
-}
-
-static void *ending_state(aws_request req) {
-    void *p = host->request_data(req);
-    if (p) return p;
-    for (live_link *l = live_head; l; l = l->next)
-        if (l->req == req) return l;
-    return NULL;
-}
-
 /* ---- one upload ------------------------------------------------------------------------------ */
 
 typedef struct upload {
-    live_link link;     /* first: see ending_state */
     int fd;             /* the open file; -1 once closed */
     uint64_t size;      /* bytes written */
-    int64_t expected;   /* the Content-Length, or -1 for a chunked body */
     int failed;         /* `fail` was called: ignore the rest of the body */
     int stored;         /* the file is complete and the 201 is on its way: keep it */
     char name[64];
@@ -204,19 +170,18 @@ static int on_request(aws_request req, const aws_request_view *view, void *user)
         free(u);
         return 0;
     }
-    u->expected = view->content_length;
     host->set_request_data(req, u);
-    live_add(&u->link, req);
     return 0; /* the host sends 100 Continue now if the client asked for it */
 }
 
 static void on_body(aws_request req, const void *data, size_t len, int last, void *user) {
     (void)user;
     upload *u = host->request_data(req);
-    /* After `fail` the rest of the body may still arrive; after the 201, a late last=1 (see
-     * below) is ignored too. */
+    /* After `fail` the rest of the body may still arrive: it is ignored. */
     if (!u || u->failed || u->stored) return;
     if (len > 0) {
+        /* Only a chunked body can grow past the limit: a Content-Length over it was refused in
+         * on_request. */
         if (u->size + len > max_bytes) {
             give_up(req, u, 413, "over the size limit");
             return;
@@ -228,10 +193,8 @@ static void on_body(aws_request req, const void *data, size_t len, int last, voi
         }
         u->size += len;
     }
-    /* WORKAROUND: this host never calls on_body with last=1 for a body with a Content-Length
-     * (it checks for a body after its parser has counted the length down to 0), so such a body
-     * is also complete when its declared length has arrived. Chunked bodies get last=1. */
-    if (!last && !(u->expected >= 0 && u->size == (uint64_t)u->expected)) return;
+    /* The body is complete on last=1, whatever its framing (Content-Length or chunked). */
+    if (!last) return;
     int rc = close(u->fd); /* a deferred write error (NFS, quota) can surface here */
     u->fd = -1;
     if (rc != 0) {
@@ -245,7 +208,7 @@ static void on_body(aws_request req, const void *data, size_t len, int last, voi
 
 static void on_abort(aws_request req, void *user) {
     (void)user;
-    upload *u = ending_state(req);
+    upload *u = host->request_data(req);
     if (!u) return;
     if (u->stored)
         logf_at(AWS_LOG_INFO, "upload %s aborted by the client after it was stored; file kept", u->name);
@@ -257,9 +220,8 @@ static void on_abort(aws_request req, void *user) {
  * completely is removed. */
 static void on_end(aws_request req, void *user) {
     (void)user;
-    upload *u = ending_state(req);
+    upload *u = host->request_data(req);
     if (!u) return;
-    live_remove(&u->link);
     if (u->fd >= 0) close(u->fd);
     if (!u->stored && !u->failed) unlink(u->path); /* `failed` already removed it */
     free(u);

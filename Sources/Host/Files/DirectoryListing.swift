@@ -33,11 +33,7 @@ extension Connection {
         }
         html.append(contentsOf: Array("</table></body></html>\n".utf8))
         beginResponse(.ok)
-        addHeader("Content-Type", ascii: "text/html; charset=utf-8")
-        addHeader("Content-Length", decimal: html.count)
-        endHead()
-        if !isHead { out.append(contentsOf: html) }
-        bodyKind = .none
+        endHead(body: html, type: "text/html; charset=utf-8")
     }
 
     private func escapeHTML(_ s: String) -> String {

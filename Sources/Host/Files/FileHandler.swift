@@ -108,12 +108,7 @@ extension Connection {
             out.append(ascii: "Content-Range: bytes */")
             out.append(decimal: size)
             out.append(ascii: "\r\n")
-            let page = StatusTable.shared.errorPage(.rangeNotSatisfiable)
-            addHeader("Content-Type", ascii: "text/html; charset=utf-8")
-            addHeader("Content-Length", decimal: page.count)
-            endHead()
-            if !isHead { out.append(contentsOf: page) }
-            bodyKind = .none
+            endHead(body: StatusTable.shared.errorPage(.rangeNotSatisfiable), type: "text/html; charset=utf-8")
             return
         }
 
@@ -163,12 +158,7 @@ extension Connection {
         let target = request.storage[request.target]
         if let q = target.firstIndex(of: 63) { out.append(contentsOf: target[q...]) }
         out.append(ascii: "\r\n")
-        let page = StatusTable.shared.errorPage(.movedPermanently)
-        addHeader("Content-Type", ascii: "text/html; charset=utf-8")
-        addHeader("Content-Length", decimal: page.count)
-        endHead()
-        if !isHead { out.append(contentsOf: page) }
-        bodyKind = .none
+        endHead(body: StatusTable.shared.errorPage(.movedPermanently), type: "text/html; charset=utf-8")
     }
 
     // MARK: validators (RFC 9110 §8.8)

@@ -671,10 +671,16 @@ final class Connection: EventHandler, Timed {
         case .serviceUnavailable: addHeader("Retry-After", ascii: "1")
         default: break
         }
-        addHeader("Content-Type", ascii: "text/html; charset=utf-8")
-        addHeader("Content-Length", decimal: page.count)
+        endHead(body: page, type: "text/html; charset=utf-8")
+    }
+
+    /// Ends the head of a response whose whole body is `body`, and appends the body (unless the
+    /// request was a HEAD, which gets the same headers and no body).
+    func endHead(body: [UInt8], type: StaticString) {
+        addHeader("Content-Type", ascii: type)
+        addHeader("Content-Length", decimal: body.count)
         endHead()
-        if !isHead || !headComplete { out.append(contentsOf: page) }
+        if !isHead || !headComplete { out.append(contentsOf: body) }
         bodyKind = .none
     }
 

@@ -52,11 +52,7 @@ extension Connection {
     /// A complete response with a small in-memory body.
     func respondWithBody(_ status: HTTPStatus, type: StaticString, _ body: [UInt8]) {
         beginResponse(status)
-        addHeader("Content-Type", ascii: type)
-        addHeader("Content-Length", decimal: body.count)
-        endHead()
-        if !isHead { out.append(contentsOf: body) }
-        bodyKind = .none
+        endHead(body: body, type: type)
     }
 
     /// application/x-www-form-urlencoded: `a=1&b=x+y`, percent-decoded, '+' as space.
