@@ -22,7 +22,9 @@ final class AIOEngine: EventHandler {
         var fileOffset = 0
         /// Bytes asked of the kernel; a completion with fewer means end of file.
         var requested = 0
-        weak var owner: Connection?
+        /// Strong, checked by generation: connections are pooled, never freed under a slot, and a
+        /// weak reference would give every connection a side table (slower retain/release).
+        var owner: Connection?
         var ownerGeneration: UInt32 = 0
     }
 

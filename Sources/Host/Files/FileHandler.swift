@@ -133,6 +133,11 @@ extension Connection {
             bodyKind = .none
             return
         }
+        if !dynamic, let contents = file.cached?.contents, contents.count == size {
+            out.append(contentsOf: contents[range])
+            bodyKind = .none
+            return
+        }
         bodyFD = file.fd
         bodyFDOwned = file.cached == nil
         if let entry = file.cached {

@@ -13,6 +13,9 @@ final class OpenFileCache {
         fileprivate(set) var info: stat
         fileprivate(set) var validators: Connection.Validators
         let contentType: [UInt8]
+        /// The bytes of a small static file: sent in the same send as the head, which saves a
+        /// syscall per request (sendfile costs more than copying a few KiB).
+        fileprivate(set) var contents: [UInt8]?
         fileprivate var checkedAt: Int64
         fileprivate var statAt: Int64
         /// Responses sending from `fd` right now; an evicted entry closes it when this is 0.
@@ -27,6 +30,15 @@ final class OpenFileCache {
             self.contentType = contentType
             self.checkedAt = now
             self.statAt = now
+            loadContents()
+        }
+
+        fileprivate func loadContents() {
+            let size = Int(info.st_size)
+            guard !direct, size <= OpenFileCache.smallFileLimit else { contents = nil; return }
+            var bytes = [UInt8](repeating: 0, count: size)
+            let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
+            contents = n == size ? bytes : nil
         }
     }
 
@@ -34,6 +46,8 @@ final class OpenFileCache {
     private var direct: [[UInt8]: Entry] = [:]
     private let capacity: Int
     private let revalidateMillis: Int64 = 1000
+    /// Static files up to this size are answered from memory, head and body in one send.
+    static let smallFileLimit = 16 * 1024
     /// How long a hit trusts the last fstat: one loop tick.
     private let statMillis: Int64 = 100
 
@@ -68,6 +82,7 @@ final class OpenFileCache {
             || st.st_mtim.tv_nsec != entry.info.st_mtim.tv_nsec {
             entry.info = st
             entry.validators = Connection.Validators(st)
+            entry.loadContents()
         }
         return entry
     }

@@ -127,7 +127,8 @@ final class Connection: EventHandler, Timed {
         if headComplete && !requestLogged { logAccess() }  // cut short: still one line per request
         if plugin.route != nil { endPluginRequest(aborted: !(plugin.finished && plugin.terminated && outSent >= out.count && bodyKind == .none)) }
         releaseBody()
-        worker.loop.unregister(fd)
+        if registered { worker.loop.unregister(fd) }
+        registered = false
         Sys.close(fd)
         fd = -1
         generation &+= 1
@@ -181,7 +182,19 @@ final class Connection: EventHandler, Timed {
     private func setInterest(_ wanted: Epoll.Interest) {
         guard wanted != interest, isOpen else { return }
         interest = wanted
+        guard registered else { return }  // applied when the worker registers the socket
         do { try worker.loop.modify(fd, wanted) } catch { close() }
+    }
+
+    /// The socket is in the worker's epoll set. A fresh connection is served once before it is
+    /// registered (TCP_DEFER_ACCEPT delivers it with its request), so a connection that is
+    /// answered and closed at once never costs an epoll_ctl.
+    private(set) var registered = false
+
+    /// Adds the socket to the loop with the interest the connection wants now.
+    func register() throws(SyscallError) {
+        try worker.loop.register(fd, self, interest)
+        registered = true
     }
 
     // MARK: events
@@ -226,6 +239,9 @@ final class Connection: EventHandler, Timed {
             let used = consume(bytes)
             if used < n { pending.append(contentsOf: bytes[used...]) }
             drive()
+            // A short read emptied the socket: rather than a recv that would say EAGAIN, let
+            // level-triggered epoll report the next bytes (one syscall less per request).
+            if n < buffer.count { return }
         }
     }
 

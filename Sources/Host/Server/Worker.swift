@@ -109,22 +109,22 @@ final class Worker {
             try? Sys.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             let connection = pool.popLast() ?? makeConnection()
             connection.open(fd: fd, peer: peer)
-            do {
-                try loop.register(fd, connection, .readable)
-            } catch {
-                logger.error("cannot watch connection: \(error)")
-                Sys.close(fd)
-                pool.append(connection)
-                continue
-            }
             if Int(fd) >= connections.count {
                 connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count))
             }
             connections[Int(fd)] = connection
             openConnections += 1
-            // With TCP_DEFER_ACCEPT the request is usually here already: answer it without a
-            // round through epoll.
+            // With TCP_DEFER_ACCEPT the request is usually here already: answer it before the
+            // socket ever enters epoll; only a connection that stays open is registered.
             connection.readAvailable()
+            if connection.isOpen {
+                do {
+                    try connection.register()
+                } catch {
+                    logger.error("cannot watch connection: \(error)")
+                    connection.close()
+                }
+            }
         }
     }
 
