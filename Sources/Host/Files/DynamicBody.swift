@@ -26,7 +26,7 @@ extension Connection {
                 if bodyOffset < available {
                     let sent: Int?
                     do {
-                        sent = try Sys.send(fd, engine.buffer(slot) + (bodyOffset - start), available - bodyOffset, more: available < bodyEnd)
+                        sent = try transport.send(engine.buffer(slot) + (bodyOffset - start), available - bodyOffset, more: available < bodyEnd)
                     } catch {
                         return .failed
                     }

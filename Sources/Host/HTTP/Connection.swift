@@ -36,6 +36,8 @@ final class Connection: EventHandler, Timed {
     /// This object's index in its worker, part of plugin request handles.
     let slot: Int
     private(set) var fd: Int32 = -1
+    /// Every byte in or out goes through the transport (plain today; TLS later).
+    private(set) var transport = Transport()
     private(set) var generation: UInt32 = 0
     var isOpen: Bool { fd >= 0 }
     var peer = sockaddr_storage()
@@ -108,6 +110,7 @@ final class Connection: EventHandler, Timed {
     func open(fd: Int32, peer: sockaddr_storage) {
         self.fd = fd
         self.peer = peer
+        transport = Transport(plain: fd)
         generation &+= 1
         parser.reset(for: self)
         phase = .idle
@@ -143,7 +146,7 @@ final class Connection: EventHandler, Timed {
             close()
             return
         }
-        Sys.shutdownWrite(fd)
+        transport.shutdownWrite()
         phase = .lingering
         pending.removeAll(keepingCapacity: true)
         pendingStart = 0
@@ -224,7 +227,7 @@ final class Connection: EventHandler, Timed {
         while isOpen && wantsInput {
             let n: Int
             do {
-                guard let got = try Sys.recv(fd, buffer.baseAddress!, buffer.count) else { return }
+                guard let got = try transport.receive(buffer.baseAddress!, buffer.count) else { return }
                 n = got
             } catch {
                 close()
@@ -537,7 +540,7 @@ final class Connection: EventHandler, Timed {
         while outSent < out.count {
             let sent: Int?
             do {
-                sent = try out.withUnsafeBytes { try Sys.send(fd, $0.baseAddress! + outSent, $0.count - outSent, more: more) }
+                sent = try out.withUnsafeBytes { try transport.send($0.baseAddress! + outSent, $0.count - outSent, more: more) }
             } catch {
                 return .failed
             }
@@ -556,7 +559,7 @@ final class Connection: EventHandler, Timed {
         guard let base = memoryBody else { return .done }
         while bodyOffset < bodyEnd {
             do {
-                guard let n = try Sys.send(fd, base + bodyOffset, bodyEnd - bodyOffset) else { return .blocked }
+                guard let n = try transport.send(base + bodyOffset, bodyEnd - bodyOffset) else { return .blocked }
                 bodyOffset += n
                 bytesSent += n
                 setDeadline(worker.config.sendTimeout)
@@ -571,7 +574,7 @@ final class Connection: EventHandler, Timed {
     func pumpFile() -> Progress {
         while bodyOffset < bodyEnd {
             do {
-                guard let n = try Sys.sendfile(to: fd, from: bodyFD, offset: &bodyOffset, count: min(bodyEnd - bodyOffset, 1 << 30)) else { return .blocked }
+                guard let n = try transport.sendFile(bodyFD, offset: &bodyOffset, count: min(bodyEnd - bodyOffset, 1 << 30)) else { return .blocked }
                 if n == 0 { return .failed }  // the file shrank under us
                 bytesSent += n
                 setDeadline(worker.config.sendTimeout)

@@ -94,7 +94,7 @@ extension Connection {
         let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
         // Best effort and tiny: the socket is idle at this point. If it would block, the client
         // sends the body after its own short wait anyway (RFC 9110 §10.1.1).
-        _ = try? Sys.send(fd, line.utf8Start, line.utf8CodeUnitCount)
+        _ = try? transport.send(line.utf8Start, line.utf8CodeUnitCount)
     }
 
     /// Calls on_request with a view of the request.
