@@ -44,8 +44,8 @@ struct AWSCommand: ParsableCommand {
 
     func validate() throws {
         for (name, v) in [("header-timeout", headerTimeout), ("keepalive-timeout", keepaliveTimeout), ("send-timeout", sendTimeout),
-                          ("body-timeout", bodyTimeout), ("shutdown-grace", shutdownGrace)] where !(v > 0) {
-            throw ValidationError("--\(name) must be positive")
+                          ("body-timeout", bodyTimeout), ("shutdown-grace", shutdownGrace)] where !(v > 0 && v <= 86_400) {
+            throw ValidationError("--\(name) must be between 0 and 86400 seconds")
         }
         for (name, v) in [("max-request-line", maxRequestLine), ("max-header-bytes", maxHeaderBytes), ("max-headers", maxHeaders),
                           ("max-connections", maxConnections), ("max-requests-per-connection", maxRequestsPerConnection)] where v < 1 {

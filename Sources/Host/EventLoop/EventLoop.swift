@@ -83,6 +83,11 @@ final class EventLoop {
 
     func stop() { running = false }
 
+    /// After the loop stopped: runs work still queued, so every posted function runs once.
+    func runRemainingPosted() {
+        for _ in 0..<8 where !postedWork.withLock({ $0.isEmpty }) { runPosted() }
+    }
+
     func run() throws(SyscallError) {
         running = true
         while running {

@@ -95,6 +95,13 @@ enum Sys {
 
     static func shutdownWrite(_ fd: Int32) { _ = Glibc.shutdown(fd, Int32(SHUT_WR)) }
 
+    /// Whether bytes the peer sent are waiting unread (closing then would send a reset that can
+    /// destroy the response still in flight).
+    static func hasUnreadInput(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        return Glibc.recv(fd, &byte, 1, Int32(MSG_PEEK) | Int32(MSG_DONTWAIT)) > 0
+    }
+
     static func fstat(_ fd: Int32) throws(SyscallError) -> stat {
         var st = stat()
         _ = try check("fstat") { Glibc.fstat(fd, &st) }

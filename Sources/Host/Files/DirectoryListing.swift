@@ -52,15 +52,8 @@ extension Connection {
     }
 
     private func percentEncode(_ s: String) -> String {
-        var r = ""
-        for b in s.utf8 {
-            if ASCII.isTokenChar(b) && b != 37 && b != 35 && b != 63 || b == 47 {
-                r.append(Character(Unicode.Scalar(b)))
-            } else {
-                let hex = Array("0123456789ABCDEF".utf8)
-                r += "%" + String(Unicode.Scalar(hex[Int(b >> 4)])) + String(Unicode.Scalar(hex[Int(b & 15)]))
-            }
-        }
-        return r
+        var bytes: [UInt8] = []
+        URLEncoding.appendPercentEncoded(s.utf8, to: &bytes, strict: true)
+        return String(decoding: bytes, as: UTF8.self)
     }
 }

@@ -13,6 +13,10 @@ extension Connection {
         var dynamic = path.isDynamic
         let cache = worker.fileCache
         if let entry = cache.lookup(&path, direct: dynamic, root: worker.root, now: worker.loop.now) {
+            if path.trailingSlash {  // "/file.txt/" names a directory that is not there
+                respondWithError(.notFound)
+                return
+            }
             respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
                                        contentType: entry.contentType, dynamic: dynamic, cached: entry))
             return
@@ -26,6 +30,11 @@ extension Connection {
             file = opened
         }
         var contentType = MediaTypes.type(forPath: path.bytes[...])
+        if file.isRegular && path.trailingSlash {
+            Sys.close(file.fd)
+            respondWithError(.notFound)
+            return
+        }
         if file.isRegular {
             let entry = cache.insert(path.bytes, file: file, direct: dynamic, contentType: contentType, now: worker.loop.now)
             respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
@@ -156,8 +165,10 @@ extension Connection {
 
     private func redirectToDirectory() {
         beginResponse(.movedPermanently)
-        out.append(ascii: "Location: ")
-        out.append(contentsOf: path.encoded)
+        // Built from the normalized path, never the raw target: "//host/../dir" must not become
+        // a redirect to another host.
+        out.append(ascii: "Location: /")
+        URLEncoding.appendPercentEncoded(path.bytes, to: &out)
         out.append(47)
         // Keep the query: /dir?x → /dir/?x
         let target = request.storage[request.target]
@@ -181,9 +192,9 @@ extension Connection {
             etag.append(34)
             etag.append(hex: UInt64(st.st_ino))
             etag.append(45)
-            etag.append(hex: UInt64(st.st_size))
+            etag.append(hex: UInt64(bitPattern: Int64(st.st_size)))
             etag.append(45)
-            etag.append(hex: UInt64(st.st_mtim.tv_sec) &* 1_000_000_000 &+ UInt64(st.st_mtim.tv_nsec))
+            etag.append(hex: UInt64(bitPattern: Int64(st.st_mtim.tv_sec)) &* 1_000_000_000 &+ UInt64(bitPattern: Int64(st.st_mtim.tv_nsec)))
             etag.append(34)
         }
     }

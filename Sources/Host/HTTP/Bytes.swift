@@ -49,3 +49,24 @@ enum ASCII {
         }
     }
 }
+
+enum URLEncoding {
+    /// Appends `bytes` as a URL path: '/' and RFC 3986 unreserved characters stay, and unless
+    /// `strict`, the other pchar characters (sub-delims, ':' and '@'); the rest is percent-encoded.
+    /// Strict output is also safe as a relative reference and inside an HTML attribute.
+    static func appendPercentEncoded(_ bytes: some Sequence<UInt8>, to out: inout [UInt8], strict: Bool = false) {
+        let hex: StaticString = "0123456789ABCDEF"
+        for b in bytes {
+            switch b {
+            case 48...57, 65...90, 97...122, 45, 46, 95, 126, 47:      // unreserved and '/'
+                out.append(b)
+            case 33, 36, 38, 39, 40, 41, 42, 43, 44, 59, 61, 58, 64 where !strict:  // sub-delims, ':' '@'
+                out.append(b)
+            default:
+                out.append(37)
+                out.append(hex.utf8Start[Int(b >> 4)])
+                out.append(hex.utf8Start[Int(b & 15)])
+            }
+        }
+    }
+}

@@ -114,6 +114,11 @@ final class Connection: EventHandler, Timed {
         generation &+= 1
         parser.reset(for: self)
         phase = .idle
+        responseReady = false
+        willClose = false
+        closeAfterResponse = false
+        out.removeAll(keepingCapacity: true)
+        outSent = 0
         headComplete = false
         messageComplete = true
         refusal = nil
@@ -142,7 +147,8 @@ final class Connection: EventHandler, Timed {
     /// Closes once the client has had the chance to read what was sent: with unread input on the
     /// socket a plain close would reset the connection and could destroy the response in flight.
     private func closeGracefully() {
-        if pendingStart >= pending.count && messageComplete && refusal == nil && phase != .sniffingMethod {
+        if pendingStart >= pending.count && messageComplete && refusal == nil && phase != .sniffingMethod
+            && !Sys.hasUnreadInput(fd) {
             close()
             return
         }
@@ -206,7 +212,10 @@ final class Connection: EventHandler, Timed {
         if phase == .plugin {
             if events.contains(.writable) { drive() }
             if isOpen && phase == .plugin && (events.contains(.readable) || !events.isDisjoint(with: [.error, .hangup, .peerClosed])) {
-                if messageComplete { close(); return }  // only a hang-up is watched once the body is in
+                // Once the body is in, only the peer's close is watched: a plugin response may be
+                // idle for long (a stream, a long poll) and must learn at once that its client
+                // left. Like nginx for proxied requests, a half-close counts as leaving.
+                if messageComplete { close(); return }
                 readAvailable()
             }
             if isOpen && phase != .plugin { readAvailable() }
@@ -407,10 +416,11 @@ final class Connection: EventHandler, Timed {
         request.versionMinor = parser.versionMinor
         request.keepAlive = parser.shouldKeepAlive
         let length = parser.contentLength
-        request.contentLength = length == UInt64.max ? -1 : Int64(length)
+        request.contentLength = length == UInt64.max ? -1 : Int64(clamping: length)
         request.hasBody = parser.isChunked || (length != UInt64.max && length > 0)
         requestStartNanos = Sys.monotonicNanos()
         pathResolved = false
+        if parser.wantsUpgrade { closeAfterResponse = true }
         respond()
         return 0
     }
@@ -527,9 +537,14 @@ final class Connection: EventHandler, Timed {
             finishResponse()
         case .blocked:
             setInterest(input.union(.writable))
+            setDeadline(worker.config.sendTimeout)
         case .waiting:
             setInterest(input)
-            if phase == .plugin && bodyKind == .none { deadline = messageComplete ? .max : worker.loop.now + worker.config.bodyTimeout }
+            if phase == .plugin && bodyKind == .none {
+                // Waiting for the plugin: no deadline once the request is in (a stream may be
+                // quiet for long); the body timeout while it is still arriving.
+                if messageComplete { deadline = .max } else { setDeadline(worker.config.bodyTimeout) }
+            }
         case .failed:
             close()
         }

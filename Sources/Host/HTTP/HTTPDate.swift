@@ -7,7 +7,8 @@ enum HTTPDate {
 
     /// Appends "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes).
     static func append(_ seconds: Int, to out: inout [UInt8]) {
-        var t = time_t(seconds)
+        // IMF-fixdate has four year digits: clamp to 1970...9999 (files can carry any date).
+        var t = time_t(min(max(seconds, 0), 253_402_300_799))
         var tm = Glibc.tm()
         gmtime_r(&t, &tm)
         let d = Int(tm.tm_wday) * 3, m = Int(tm.tm_mon) * 3

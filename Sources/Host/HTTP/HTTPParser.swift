@@ -36,6 +36,10 @@ struct HTTPParser: ~Copyable {
     var versionMajor: UInt16 { parser.pointee.http_major }
     var versionMinor: UInt16 { parser.pointee.http_minor }
     var isChunked: Bool { (UInt32(parser.pointee.flags) & F_CHUNKED.rawValue) != 0 }
+    /// The head asked for a protocol upgrade (or was a CONNECT). aws upgrades nothing: the request
+    /// is answered as an ordinary one and the connection then closed, since http-parser treats
+    /// whatever follows as the other protocol's bytes.
+    var wantsUpgrade: Bool { parser.pointee.upgrade != 0 }
     /// Body bytes still expected when the length is known (Content-Length), else `UInt64.max`.
     var contentLength: UInt64 { parser.pointee.content_length }
 
@@ -50,11 +54,6 @@ struct HTTPParser: ~Copyable {
             return .messageEnded(consumed: consumed)
         }
         if errno != HPE_OK { return .failed(errno, consumed: consumed) }
-        if parser.pointee.upgrade != 0 {
-            // Upgrade and CONNECT stop the parser after the head; aws upgrades nothing, so the head
-            // is answered as an ordinary request and the connection closed.
-            return .messageEnded(consumed: consumed)
-        }
         return .needMore
     }
 

@@ -22,8 +22,8 @@ enum HostAPI {
             return UnsafePointer(c.config[String(cString: key)])
         }
         t.pointee.log = { ctx, level, message, len in
-            guard let c = PluginContext.from(ctx), let message else { return }
-            let text = String(decoding: UnsafeRawBufferPointer(start: message, count: len), as: UTF8.self)
+            guard let c = PluginContext.from(ctx), let message, len >= 0 else { return }
+            let text = String(decoding: UnsafeRawBufferPointer(start: message, count: min(len, 65536)), as: UTF8.self)
             let l: Logger.Level = switch level {
             case Int32(AWS_LOG_DEBUG): .debug
             case Int32(AWS_LOG_INFO): .info
@@ -143,6 +143,10 @@ enum HostAPI {
             onEnd: has(\aws_handler.on_end) ? h.on_end : nil)
         var method: String? = r.method.map { String(cString: $0) }
         if method == "*" || method == "" { method = nil }
+        if let m = method, Route.methodCode(m) == nil {
+            c.logger.error("register_route: unknown method \(m) (methods are upper-case, e.g. GET)")
+            return Int32(AWS_E_INVALID)
+        }
         guard r.match == AWS_MATCH_EXACT || r.match == AWS_MATCH_PREFIX else { return Int32(AWS_E_INVALID) }
         return add(c, method: method, path: String(cString: path), prefix: r.match == AWS_MATCH_PREFIX,
                    buffers: (r.flags & UInt32(AWS_ROUTE_BUFFER_BODY)) != 0, target: .handler(handler))

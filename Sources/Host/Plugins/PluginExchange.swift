@@ -198,14 +198,14 @@ extension Connection {
 
     func pluginSetStatus(_ status: Int) -> Int32 {
         guard !plugin.headRendered, !plugin.finished else { return misuse("set_status after the head was sent") }
-        guard (100...599).contains(status), status != 101 else { return Int32(AWS_E_INVALID) }
+        guard (200...599).contains(status) else { return Int32(AWS_E_INVALID) }  // no interim (1xx) responses
         plugin.status = status
         return Int32(AWS_OK)
     }
 
     func pluginAddHeader(_ name: aws_str, _ value: aws_str) -> Int32 {
         guard !plugin.headRendered, !plugin.finished else { return misuse("add_header after the head was sent") }
-        guard let np = name.ptr, name.len > 0 else { return Int32(AWS_E_INVALID) }
+        guard let np = name.ptr, name.len > 0, name.len <= 8192, value.len >= 0, value.len <= 65536 else { return Int32(AWS_E_INVALID) }
         let n = UnsafeRawBufferPointer(start: np, count: name.len)
         let v = UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
         guard n.allSatisfy(ASCII.isTokenChar), !v.contains(13), !v.contains(10), !v.contains(0) else { return Int32(AWS_E_INVALID) }
@@ -221,6 +221,7 @@ extension Connection {
 
     func pluginSetContentLength(_ length: UInt64) -> Int32 {
         guard !plugin.headRendered, !plugin.finished else { return misuse("set_content_length after the head was sent") }
+        guard length <= UInt64(Int64.max) else { return Int32(AWS_E_INVALID) }
         plugin.declaredLength = length
         return Int32(AWS_OK)
     }
@@ -231,19 +232,21 @@ extension Connection {
         guard !plugin.partQueued else { return misuse("send_part while a part is outstanding (wait for on_proceed)") }
         let p = part.pointee
         let length = p.length
-        // Validate everything before taking the part: a refused part changes nothing.
+        // Validate everything before taking the part: a refused part changes nothing. Sizes
+        // come from C (size_t, int64_t): out-of-range values are refused, never trapped on.
+        guard length >= 0, plugin.bytesQueued <= UInt64(Int.max) - UInt64(length) else { return Int32(AWS_E_INVALID) }
         switch p.kind {
         case UInt32(AWS_PART_MEMORY):
             guard p.data != nil || length == 0 else { return Int32(AWS_E_INVALID) }
         case UInt32(AWS_PART_FILE):
-            guard p.fd >= 0, p.offset >= 0, fcntl(p.fd, F_GETFD) >= 0 else { return Int32(AWS_E_INVALID) }
+            guard p.fd >= 0, p.offset >= 0, p.offset <= Int64(Int.max - length), fcntl(p.fd, F_GETFD) >= 0 else { return Int32(AWS_E_INVALID) }
         default:
             return Int32(AWS_E_INVALID)
         }
         if let declared = plugin.declaredLength, plugin.bytesQueued + UInt64(length) > declared {
             return misuse("send_part beyond the declared Content-Length")
         }
-        if isHead || length == 0 {
+        if isHead || length == 0 || statusForbidsBody {
             acceptPart(p)
             bodyKind = .none  // nothing to send; released when the flush reaches it
             return Int32(AWS_OK)
@@ -288,6 +291,9 @@ extension Connection {
         acceptPart(p)
         return Int32(AWS_OK)
     }
+
+    /// 204 and 304 responses have no body (RFC 9110 §6.4.1): parts are taken and dropped.
+    private var statusForbidsBody: Bool { plugin.status == 204 || plugin.status == 304 }
 
     private func acceptPart(_ p: aws_part) {
         plugin.partRelease = p.release
@@ -422,7 +428,8 @@ extension Connection {
     private func renderPluginHead() {
         plugin.headRendered = true
         let status = HTTPStatus(rawValue: plugin.status)
-        let noBody = plugin.status == 204 || plugin.status == 304 || plugin.status < 200
+        let noBody = statusForbidsBody
+        if noBody && bodyKind != .none { releaseBody() }  // queued before the status said so
         if let status {
             beginResponse(status)
         } else {

@@ -250,7 +250,15 @@ final class PluginLoader {
     }
 
     private func copyToCache(_ file: String, hash: UInt64) throws -> String {
-        mkdir(cacheDirectory, 0o700)
+        // The folder's name is predictable, so it is trusted only if it is ours and private:
+        // then nobody else can have planted a library in it.
+        if mkdir(cacheDirectory, 0o700) != 0 {
+            var st = stat()
+            guard errno == EEXIST, lstat(cacheDirectory, &st) == 0, (st.st_mode & S_IFMT) == S_IFDIR,
+                  st.st_uid == geteuid(), (st.st_mode & 0o077) == 0 else {
+                throw PluginLoadError(description: "\(cacheDirectory) exists and is not a private folder of this user")
+            }
+        }
         let name = PluginLoader.pluginName(file)
         let target = "\(cacheDirectory)/\(name)-\(String(hash, radix: 16)).so"
         if access(target, F_OK) == 0 { return target }
@@ -258,7 +266,8 @@ final class PluginLoader {
         guard src >= 0 else { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
         defer { close(src) }
         let tmp = target + ".tmp"
-        let dst = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o700)
+        unlink(tmp)
+        let dst = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o700)
         guard dst >= 0 else { throw PluginLoadError(description: "cannot copy to \(tmp): \(String(cString: strerror(errno)))") }
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
@@ -311,6 +320,9 @@ final class PluginLoader {
         let rc = initFn(HostAPI.table, context.opaque)
         context.registering = false
         if let error = context.registrationError {
+            // init succeeded (or not): either way the plugin may have started things that its
+            // shutdown stops, and it must run before the library goes.
+            if rc == 0 { shutdownFn?(context.opaque) }
             throw PluginLoadError(description: error, isConflict: context.registrationConflict)
         }
         guard rc == 0 else { throw PluginLoadError(description: "init returned \(rc): the plugin refused to load") }

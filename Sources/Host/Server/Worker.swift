@@ -67,6 +67,7 @@ final class Worker {
 
     func run() throws {
         try loop.run()
+        loop.runRemainingPosted()
         accessLog?.flush()
     }
 

@@ -196,7 +196,9 @@ typedef struct aws_handler {
     void (*on_proceed)(aws_request req, void *user);
 
     /* The client went away (or a timeout ended the request) before `finish`. The handle is
-     * already invalid; free per-request state here or in on_end. */
+     * already invalid; free per-request state here or in on_end. A client that closes its
+     * sending side once the request is complete counts as gone (as nginx treats clients of
+     * proxied requests), so an idle stream learns at once that nobody is listening. */
     void (*on_abort)(aws_request req, void *user);
 
     /* Called exactly once for every request on_request accepted, last of all callbacks,
@@ -264,7 +266,8 @@ typedef struct aws_host_api {
 
     /* -- the response --------------------------------------------------------------------- */
 
-    /* Sets the status (100..599 except 101) before the head is sent. Default 200. */
+    /* Sets the status (200..599) before the head is sent. Default 200. With 204 or 304 the
+     * response has no body: parts are accepted and dropped (their release still runs). */
     int (*set_status)(aws_request req, int status);
 
     /* Adds a response header (copied). The host supplies Date, Server, Content-Length or
