@@ -17,6 +17,10 @@ final class EventLoop {
     let tickMillis: Int64
     private var tickHandlers: [() -> Void] = []
     private var batchHandlers: [() -> Void] = []
+    /// Sockets closed during a batch, closed for real after it: until then their numbers cannot
+    /// be reused by an accept, so an event already fetched for an old socket can never reach a
+    /// new connection that got the same number.
+    private var closing: [Int32] = []
     private(set) var running = false
 
     /// Cross-thread hand-off: an eventfd registered in this loop plus a locked queue.
@@ -55,6 +59,9 @@ final class EventLoop {
         handlers[Int(fd)] = nil
     }
 
+    /// Closes `fd` once the current batch of events has been handled (see `closing`).
+    func closeAfterBatch(_ fd: Int32) { closing.append(fd) }
+
     // MARK: timers and cross-thread work
 
     /// Called on the loop thread about every `tickMillis`.
@@ -92,7 +99,12 @@ final class EventLoop {
         running = true
         while running {
             let untilTick = max(0, lastTick + tickMillis - now)
+            var woke = false
             try epoll.wait(timeoutMillis: Int32(untilTick)) { fd, events in
+                if !woke {  // deadlines set while handling these events count from now
+                    now = Sys.monotonicMillis()
+                    woke = true
+                }
                 let i = Int(fd)
                 if i < handlers.count, let handler = handlers[i] { handler.handleEvents(events) }
             }
@@ -102,6 +114,8 @@ final class EventLoop {
                 lastTick = now
                 for tick in tickHandlers { tick() }
             }
+            for fd in closing { Sys.close(fd) }
+            closing.removeAll(keepingCapacity: true)
         }
     }
 }

@@ -137,7 +137,7 @@ final class Connection: EventHandler, Timed {
         releaseBody()
         if registered { worker.loop.unregister(fd) }
         registered = false
-        Sys.close(fd)
+        worker.loop.closeAfterBatch(fd)
         fd = -1
         generation &+= 1
         deadline = .max
