@@ -20,6 +20,7 @@ final class Server {
         let signalFD = signals.withUnsafeBufferPointer { aws_signalfd_for($0.baseAddress, Int32($0.count)) }
         guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
 
+        raiseDescriptorLimit()
         let root = try DocumentRoot(path: config.root)
         let listenFD = try bindListener()
         if let user = config.user { try dropPrivileges(to: user) }
@@ -93,6 +94,21 @@ final class Server {
         return fd
     }
 
+    /// Connections, cached files and plugin descriptors all need descriptors: take the hard limit,
+    /// and say so when even that is below what --max-connections implies.
+    private func raiseDescriptorLimit() {
+        var limit = rlimit()
+        guard getrlimit(RLIMIT_NOFILE_CONSTANT, &limit) == 0 else { return }
+        if limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(RLIMIT_NOFILE_CONSTANT, &limit)
+        }
+        let needed = rlim_t(config.maxConnections) + 1024 + 64
+        if limit.rlim_cur < needed {
+            logger.warning("descriptor limit \(limit.rlim_cur) is below --max-connections \(config.maxConnections) plus the file cache; accepts may fail with EMFILE (raise ulimit -n)")
+        }
+    }
+
     private func dropPrivileges(to name: String) throws {
         guard let pw = getpwnam(name) else { throw ConfigError("no such user: \(name)") }
         let uid = pw.pointee.pw_uid, gid = pw.pointee.pw_gid
@@ -120,3 +136,6 @@ private final class SignalHandler: EventHandler {
         }
     }
 }
+
+/// RLIMIT_NOFILE is an enum case in Glibc's module on some toolchains and an Int32 on others.
+private let RLIMIT_NOFILE_CONSTANT = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
