@@ -122,3 +122,31 @@ def test_plugin_204_has_no_body(ranges_server):
     assert b"this must not be sent" not in data
     second = data.index(b"HTTP/1.1 200 ")  # the next response follows the 204's head directly
     assert data[:second].endswith(b"\r\n\r\n"), data[:second]
+
+
+def test_directory_index_follows_changes(make_server, tmp_path):
+    """/dir/ is answered from the cached dir/index.html; a rewrite or removal shows within ~1 s."""
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    os.chmod(tmp_path, 0o755); os.chmod(root, 0o755); os.chmod(root / "d", 0o755)
+    index = root / "d" / "index.html"
+    index.write_bytes(b"<p>one</p>\n")
+    os.chmod(index, 0o644)
+    srv = make_server(root=str(root), name="index")
+    for _ in range(3):
+        r = awstest.get(srv.port, "/d/")
+        assert r.status == 200 and r.body == b"<p>one</p>\n" and r.media_type == "text/html", r
+    index.write_bytes(b"<p>two, longer</p>\n")
+    assert awstest.wait_for(lambda: awstest.get(srv.port, "/d/").body == b"<p>two, longer</p>\n", 3)
+    index.unlink()
+    assert awstest.wait_for(lambda: awstest.get(srv.port, "/d/").status == 403, 3)
+    r = awstest.get(srv.port, "/")
+    assert r.status == 403, r  # no index.html at the root of this tree
+
+
+def test_options_on_a_plugin_path(ranges_server):
+    raw = awstest.raw_request(ranges_server.port, b"OPTIONS /ranges/part HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", timeout=5)
+    r = awstest.parse_response(raw)
+    assert r.status == 200, r
+    allow = {m.strip() for m in r.header("allow").split(",")}
+    assert {"GET", "HEAD", "OPTIONS"} <= allow, allow

@@ -24,6 +24,8 @@ final class DocumentRoot: Sendable {
 
     enum Failure: Error { case status(HTTPStatus) }
 
+    static let indexName: [UInt8] = Array("index.html".utf8)
+
     /// A request target turned into a normalized path relative to the root.
     struct Path {
         /// Decoded, normalized, without a leading slash; empty for the root itself. NUL-terminated
@@ -38,6 +40,16 @@ final class DocumentRoot: Sendable {
         init() { bytes.reserveCapacity(256); cString.reserveCapacity(257) }
 
         var isDynamic: Bool { firstSegmentIs("dynamic") }
+
+        /// Makes this the path of `dir`'s index.html.
+        mutating func setIndex(of dir: Path) {
+            bytes.removeAll(keepingCapacity: true)
+            bytes.append(contentsOf: dir.bytes)
+            if !bytes.isEmpty { bytes.append(47) }
+            bytes.append(contentsOf: DocumentRoot.indexName)
+            trailingSlash = false
+            encoded = dir.encoded
+        }
 
         func firstSegmentIs(_ name: StaticString) -> Bool {
             let n = name.utf8CodeUnitCount

@@ -21,6 +21,16 @@ extension Connection {
                                        contentType: entry.contentType, dynamic: dynamic, cached: entry))
             return
         }
+        let isDirectoryTarget = path.trailingSlash || path.bytes.isEmpty
+        if isDirectoryTarget {
+            // "/dir/" is answered by dir/index.html, cached under that name.
+            indexPath.setIndex(of: path)
+            if let entry = cache.lookup(&indexPath, direct: false, root: worker.root, now: worker.loop.now) {
+                respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
+                                           contentType: entry.contentType, dynamic: false, cached: entry))
+                return
+            }
+        }
         var file: DocumentRoot.OpenFile
         switch worker.root.open(&path, direct: dynamic) {
         case .failure(.status(let status)):
@@ -57,9 +67,16 @@ extension Connection {
                 return
             }
             Sys.close(file.fd)
+            let html = MediaTypes.type(forPath: indexPath.bytes[...])
+            if index.isRegular {
+                let entry = cache.insert(indexPath.bytes, file: index, direct: false, contentType: html, now: worker.loop.now)
+                respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
+                                           contentType: html, dynamic: false, cached: entry))
+                return
+            }
             file = index
             dynamic = false
-            contentType = MediaTypes.type(forPath: "index.html".utf8[...].map { $0 }[...])
+            contentType = html
         }
         guard file.isRegular else {
             Sys.close(file.fd)

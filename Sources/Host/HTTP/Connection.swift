@@ -47,6 +47,8 @@ final class Connection: EventHandler, Timed {
     let parser = HTTPParser()
     var request = RequestHead()
     var path = DocumentRoot.Path()
+    /// The index.html of a directory target, looked up in the open-file cache by that name.
+    var indexPath = DocumentRoot.Path()
     private var pending: [UInt8] = []
     private var pendingStart = 0
     private var headComplete = false

@@ -88,10 +88,9 @@ struct AccessLogHandler: LogHandler, @unchecked Sendable {
         set { metadata[key] = newValue }
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?,
-             source: String, file: String, function: String, line: UInt) {
+    func log(event: LogEvent) {
         sink.beginLine()
-        sink.append(message.description.utf8)
+        sink.append(event.message.description.utf8)
         sink.endLine()
     }
 }

@@ -59,7 +59,17 @@ extension Connection {
         let (route, owned) = table.match(path: path.bytes, method: request.method)
         guard let route else {
             if owned {
-                let allowed = table.methods(forPath: path.bytes)
+                var allowed = table.methods(forPath: path.bytes)
+                if allowed.contains("GET") && !allowed.contains("HEAD") { allowed.append("HEAD") }
+                if request.method == HTTP_OPTIONS {
+                    // The plugin did not take OPTIONS itself: the host answers with what it takes.
+                    beginResponse(.ok)
+                    addHeader("Allow", (allowed + ["OPTIONS"]).joined(separator: ", ").utf8)
+                    addHeader("Content-Length", ascii: "0")
+                    endHead()
+                    bodyKind = .none
+                    return true
+                }
                 respondWithError(.methodNotAllowed, allow: allowed.isEmpty ? nil : allowed.joined(separator: ", "))
                 return true
             }
