@@ -81,6 +81,9 @@ final class Server {
         do {
             try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, 1)
             try Sys.setsockopt(fd, Int32(IPPROTO_TCP), aws_tcp_defer_accept(), 1)
+            // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt
+            // per server instead of one per connection (head + sendfile must not wait on Nagle).
+            try Sys.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             _ = try Sys.check("bind") {
                 family == AF_INET
                     ? withUnsafePointer(to: &v4) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }

@@ -107,7 +107,6 @@ final class Worker {
                 refuseOverLimit(fd)
                 continue
             }
-            try? Sys.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
             let connection = pool.popLast() ?? makeConnection()
             connection.open(fd: fd, peer: peer)
             if Int(fd) >= connections.count {
