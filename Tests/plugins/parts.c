@@ -156,11 +156,8 @@ static const aws_handler handler = {
 };
 
 static int init(const aws_host_api *api, aws_plugin_ctx *ctx) {
-    host = api;
-    plugin_ctx = ctx;
-    aws_route r = { .header = AWS_ABI_HEADER_INIT(aws_route), .method = "GET", .path = "/parts",
-                    .match = AWS_MATCH_PREFIX, .handler = &handler };
-    return host->register_route(ctx, &r);
+    tp_attach(api, ctx);
+    return tp_route("GET", "/parts", AWS_MATCH_PREFIX, 0, &handler);
 }
 
 static const aws_plugin_descriptor descriptor = {

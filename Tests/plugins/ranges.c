@@ -54,11 +54,8 @@ static int on_request(aws_request req, const aws_request_view *view, void *user)
 static const aws_handler handler = { .header = AWS_ABI_HEADER_INIT(aws_handler), .on_request = on_request };
 
 static int init(const aws_host_api *api, aws_plugin_ctx *ctx) {
-    host = api;
-    plugin_ctx = ctx;
-    aws_route route = { .header = AWS_ABI_HEADER_INIT(aws_route), .method = "GET", .path = "/ranges",
-                        .match = AWS_MATCH_PREFIX, .handler = &handler };
-    return host->register_route(ctx, &route);
+    tp_attach(api, ctx);
+    return tp_route("GET", "/ranges", AWS_MATCH_PREFIX, 0, &handler);
 }
 
 static const aws_plugin_descriptor descriptor = {

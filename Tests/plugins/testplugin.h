@@ -17,6 +17,20 @@ static aws_plugin_ctx *plugin_ctx;
 
 TP_UNUSED static aws_str cstr(const char *s) { aws_str r = { s, strlen(s) }; return r; }
 
+/* Keeps the host table and context, for plugins whose init only registers routes. */
+TP_UNUSED static void tp_attach(const aws_host_api *api, aws_plugin_ctx *ctx) {
+    host = api;
+    plugin_ctx = ctx;
+}
+
+/* Registers one route of the current ABI. */
+TP_UNUSED static int tp_route(const char *method, const char *path, uint32_t match, uint32_t flags,
+                              const aws_handler *handler) {
+    aws_route r = { .header = AWS_ABI_HEADER_INIT(aws_route), .method = method, .path = path,
+                    .match = match, .flags = flags, .handler = handler };
+    return host->register_route(plugin_ctx, &r);
+}
+
 TP_UNUSED static int str_eq(aws_str a, const char *b) {
     size_t n = strlen(b);
     return a.len == n && (n == 0 || memcmp(a.ptr, b, n) == 0);
