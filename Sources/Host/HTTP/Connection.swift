@@ -722,24 +722,11 @@ final class Connection: EventHandler, Timed {
 
     // MARK: logging
 
+    /// "a.b.c.d:port" or "[v6]:port", for log metadata.
     var peerDescription: String {
-        var p = peer
-        var host = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
-        let port: UInt16
-        if p.ss_family == sa_family_t(AF_INET6) {
-            port = withUnsafePointer(to: &p) { $0.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { ptr in
-                var a = ptr.pointee.sin6_addr
-                inet_ntop(AF_INET6, &a, &host, socklen_t(host.count))
-                return UInt16(bigEndian: ptr.pointee.sin6_port)
-            } }
-            return "[\(String(cString: host))]:\(port)"
-        }
-        port = withUnsafePointer(to: &p) { $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ptr in
-            var a = ptr.pointee.sin_addr
-            inet_ntop(AF_INET, &a, &host, socklen_t(host.count))
-            return UInt16(bigEndian: ptr.pointee.sin_port)
-        } }
-        return "\(String(cString: host)):\(port)"
+        var bytes: [UInt8] = []
+        appendPeer(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// One line per request through swift-log's `aws.access` logger, at info:
@@ -777,10 +764,17 @@ final class Connection: EventHandler, Timed {
         logLine = line
     }
 
-    /// "a.b.c.d:port" without going through String (IPv6 takes the slow path).
+    /// The client's address as "a.b.c.d:port" or "[v6]:port"; IPv4 without going through String.
     func appendPeer(to out: inout [UInt8]) {
-        guard peer.ss_family == sa_family_t(AF_INET) else {
-            out.append(contentsOf: peerDescription.utf8)
+        if peer.ss_family == sa_family_t(AF_INET6) {
+            let (address, port) = withUnsafeBytes(of: peer) { raw in
+                var sin6 = raw.load(as: sockaddr_in6.self)
+                var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+                inet_ntop(AF_INET6, &sin6.sin6_addr, &text, socklen_t(text.count))
+                return (text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, Int(UInt16(bigEndian: sin6.sin6_port)))
+            }
+            out.append(91); out.append(contentsOf: address); out.append(ascii: "]:")
+            out.append(decimal: port)
             return
         }
         let (a, port) = withUnsafeBytes(of: peer) { raw in
