@@ -6,12 +6,13 @@
 #include <unistd.h>
 #include <sys/syscall.h>
 #include <linux/openat2.h>
+#include <pthread.h>
+#include <sched.h>
 
 int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
     return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 int aws_o_direct(void) { return O_DIRECT; }
-int aws_o_path(void) { return O_PATH; }
 int aws_msg_more(void) { return MSG_MORE; }
 int aws_tcp_defer_accept(void) { return TCP_DEFER_ACCEPT; }
 int aws_so_reuseport(void) { return SO_REUSEPORT; }
@@ -38,4 +39,16 @@ int aws_signalfd_read(int fd) {
     if (n == (ssize_t)sizeof info) return (int)info.ssi_signo;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
     return -1;
+}
+
+int aws_cpu_count(void) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+    int n = CPU_COUNT(&set);
+    return n > 0 ? n : 1;
+}
+
+void aws_set_thread_name(const char *name) {
+    pthread_setname_np(pthread_self(), name);
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CLinux
 import Logging
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
@@ -28,6 +29,9 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "After binding, switch to this user (when started as root).") var user: String?
     @Flag(help: "Answer HTTP/1.1 requests without a Host header with 400.") var strictHost = false
     @Flag(help: "List directories that have no index.html.") var autoindex = false
+    @Option(help: ArgumentHelp("Worker threads, each with its own event loop and listening socket; auto: one per usable CPU.", valueName: "N|auto"))
+    var workers: WorkerCount = .auto
+    @Flag(help: "Hand a connection to the server only once it has sent data (TCP_DEFER_ACCEPT).") var deferAccept = false
 
     @Option(help: "Longest request target, in bytes (414 past it).") var maxRequestLine = 8 * 1024
     @Option(help: "Most header bytes in a request (431 past it).") var maxHeaderBytes = 32 * 1024
@@ -76,6 +80,8 @@ struct AWSCommand: ParsableCommand {
         config.user = user
         config.strictHost = strictHost
         config.autoindex = autoindex
+        config.workers = workers.resolved
+        config.deferAccept = deferAccept
         config.maxRequestLine = maxRequestLine
         config.maxHeaderBytes = maxHeaderBytes
         config.maxHeaderCount = maxHeaders
@@ -103,4 +109,25 @@ struct AWSCommand: ParsableCommand {
             throw ExitCode.failure
         }
     }
+}
+
+/// `--workers N|auto`.
+enum WorkerCount: ExpressibleByArgument {
+    case auto
+    case fixed(Int)
+
+    init?(argument: String) {
+        if argument == "auto" { self = .auto; return }
+        guard let n = Int(argument), (1...1024).contains(n) else { return nil }
+        self = .fixed(n)
+    }
+
+    var resolved: Int {
+        switch self {
+        case .auto: Int(aws_cpu_count())
+        case .fixed(let n): n
+        }
+    }
+
+    var defaultValueDescription: String { "auto" }
 }

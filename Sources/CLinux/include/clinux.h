@@ -19,10 +19,14 @@
 
 int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len);   /* NONBLOCK | CLOEXEC */
 int aws_o_direct(void);
-int aws_o_path(void);
 int aws_msg_more(void);
 int aws_tcp_defer_accept(void);
 int aws_so_reuseport(void);
+
+/* The CPUs this process may run on (sched_getaffinity), at least 1. */
+int aws_cpu_count(void);
+/* Names the calling thread (at most 15 bytes are kept), as shown in /proc/PID/task/TID/comm. */
+void aws_set_thread_name(const char *name);
 
 /* openat2(dirfd, path, O_RDONLY|O_NONBLOCK|O_CLOEXEC|extra, RESOLVE_BENEATH): the kernel refuses
  * any resolution (`..`, symlinks) that leaves dirfd. Returns -1 with errno set; ENOSYS on old kernels. */
@@ -38,5 +42,10 @@ static inline uint32_t aws_epollout(void) { return EPOLLOUT; }
 static inline uint32_t aws_epollerr(void) { return EPOLLERR; }
 static inline uint32_t aws_epollhup(void) { return EPOLLHUP; }
 static inline uint32_t aws_epollrdhup(void) { return EPOLLRDHUP; }
+static inline uint32_t aws_epollexclusive(void) { return EPOLLEXCLUSIVE; }
+
+/* Atomic 64-bit load (acquire) and store (release) on plain memory shared between threads. */
+static inline uint64_t aws_atomic_load_u64(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static inline void aws_atomic_store_u64(uint64_t *p, uint64_t v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
 
 #endif

@@ -13,6 +13,8 @@ struct Epoll: ~Copyable {
         static let hangup = Interest(rawValue: aws_epollhup())
         /// The peer shut its sending side (or closed).
         static let peerClosed = Interest(rawValue: aws_epollrdhup())
+        /// Wake only one of the epoll sets watching this descriptor (a shared listener).
+        static let exclusive = Interest(rawValue: aws_epollexclusive())
     }
 
     let fd: Int32

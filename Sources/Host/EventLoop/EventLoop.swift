@@ -8,8 +8,12 @@ protocol EventHandler: AnyObject {
 
 /// One event loop per worker thread, in the manner of redis's ae.c: descriptors map to handlers,
 /// a periodic tick drives timers, and other threads can hand it work through `post`.
-/// Nothing in here is shared between threads except the posted-work queue.
-final class EventLoop {
+/// Nothing in here is shared between threads except the posted-work queue (a mutex) and the
+/// identity of the thread running the loop (an atomic).
+///
+/// `@unchecked Sendable`: `post` and `isOnLoop` may be called from any thread; every other
+/// method only on the loop's own thread.
+final class EventLoop: @unchecked Sendable {
     private let epoll: Epoll
     private var handlers: [EventHandler?] = []
     private(set) var now: Int64 = Sys.monotonicMillis()
@@ -22,6 +26,8 @@ final class EventLoop {
     /// new connection that got the same number.
     private var closing: [Int32] = []
     private(set) var running = false
+    /// The thread inside `run`, 0 before it starts: for `isOnLoop` checks from other threads.
+    private let thread = Atomic<UInt>(0)
 
     /// Cross-thread hand-off: an eventfd registered in this loop plus a locked queue.
     private let wakeFD: Int32
@@ -90,12 +96,23 @@ final class EventLoop {
 
     func stop() { running = false }
 
-    /// After the loop stopped: runs work still queued, so every posted function runs once.
-    func runRemainingPosted() {
-        for _ in 0..<8 where !postedWork.withLock({ $0.isEmpty }) { runPosted() }
+    /// After the loop stopped (from any one thread at a time): runs work still queued, so every
+    /// posted function runs once. True when anything ran.
+    @discardableResult
+    func runRemainingPosted() -> Bool {
+        var ran = false
+        for _ in 0..<1000 where !postedWork.withLock({ $0.isEmpty }) {
+            runPosted()
+            ran = true
+        }
+        return ran
     }
 
+    /// Whether the caller is the thread running this loop.
+    var isOnLoop: Bool { thread.load(ordering: .relaxed) == WorkerThread.current }
+
     func run() throws(SyscallError) {
+        thread.store(WorkerThread.current, ordering: .relaxed)
         running = true
         while running {
             let untilTick = max(0, lastTick + tickMillis - now)

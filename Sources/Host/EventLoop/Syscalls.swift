@@ -138,3 +138,18 @@ enum Sys {
 
     static func ignoreSIGPIPE() { _ = signal(SIGPIPE, SIG_IGN) }
 }
+
+extension Sys {
+    /// The local port a socket is bound to (host byte order); 0 if it cannot be read.
+    static func localPort(_ fd: Int32) -> UInt16 {
+        var addr = sockaddr_storage()
+        var len = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let r = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        guard r == 0 else { return 0 }
+        return withUnsafeBytes(of: addr) { raw in
+            addr.ss_family == sa_family_t(AF_INET6)
+                ? UInt16(bigEndian: raw.load(as: sockaddr_in6.self).sin6_port)
+                : UInt16(bigEndian: raw.load(as: sockaddr_in.self).sin_port)
+        }
+    }
+}

@@ -24,7 +24,7 @@ final class AIOEngine: EventHandler {
         var requested = 0
         /// Strong, checked by generation: connections are pooled, never freed under a slot, and a
         /// weak reference would give every connection a side table (slower retain/release).
-        var owner: Connection?
+        var owner: Exchange?
         var ownerGeneration: UInt32 = 0
     }
 
@@ -35,7 +35,7 @@ final class AIOEngine: EventHandler {
     private let events: UnsafeMutablePointer<io_event>
     private let eventCapacity = 256
     /// Connections waiting for a free slot, woken in order.
-    private var waiting: [(Connection, UInt32)] = []
+    private var waiting: [(Exchange, UInt32)] = []
 
     init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256) throws(SyscallError) {
         self.bufferSize = bufferSize
@@ -59,7 +59,7 @@ final class AIOEngine: EventHandler {
 
     /// A free slot for `owner`, or nil when all are in use (the owner is then queued and its
     /// `aioSlotAvailable` called when one frees up).
-    func acquire(for owner: Connection) -> Int? {
+    func acquire(for owner: Exchange) -> Int? {
         let index: Int
         if let i = freeSlots.popLast() {
             index = i
@@ -94,7 +94,7 @@ final class AIOEngine: EventHandler {
     func wakeWaiters() {
         while !waiting.isEmpty && !freeSlots.isEmpty {
             let (conn, gen) = waiting.removeFirst()
-            if conn.generation == gen && conn.isOpen { conn.aioSlotAvailable() }
+            if conn.generation == gen && conn.isAttached { conn.aioSlotAvailable() }
         }
     }
 
@@ -143,7 +143,7 @@ final class AIOEngine: EventHandler {
 
     private func complete(_ index: Int, result: Int64) {
         slots[index].state = result >= 0 ? .ready(Int(result)) : .failed(Int32(-result))
-        guard let owner = slots[index].owner, owner.generation == slots[index].ownerGeneration, owner.isOpen else {
+        guard let owner = slots[index].owner, owner.generation == slots[index].ownerGeneration, owner.isAttached else {
             release(index)
             return
         }

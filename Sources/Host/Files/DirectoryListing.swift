@@ -2,7 +2,7 @@ import Glibc
 
 /// `--autoindex`: an HTML listing of a directory without index.html, names escaped and sorted,
 /// with sizes and modification dates. Built in memory; directories are small and rare.
-extension Connection {
+extension Exchange {
     func serveDirectoryListing(_ dirFD: Int32) {
         guard let dir = fdopendir(dirFD) else {
             Sys.close(dirFD)

@@ -4,7 +4,7 @@ import Glibc
 /// GET and HEAD on files under the document root, top to bottom: resolve the target, open the
 /// file beneath the root, handle directories, evaluate preconditions and ranges, write the head,
 /// then hand the body to sendfile (static) or libaio (`/dynamic/`).
-extension Connection {
+extension Exchange {
     func serveFile() {
         if let failure = resolvePath() {
             respondWithError(failure)
@@ -113,7 +113,6 @@ extension Connection {
             beginResponse(.notModified)
             addValidatorHeaders(validators)
             endHead()
-            bodyKind = .none
             return
         case .failed:
             file.done()
@@ -131,9 +130,9 @@ extension Connection {
         case .unsatisfiable:
             file.done()
             beginResponse(.rangeNotSatisfiable)
-            out.append(ascii: "Content-Range: bytes */")
-            out.append(decimal: size)
-            out.append(ascii: "\r\n")
+            pump.out.append(ascii: "Content-Range: bytes */")
+            pump.out.append(decimal: size)
+            pump.out.append(ascii: "\r\n")
             endHead(body: StatusTable.shared.errorPage(.rangeNotSatisfiable), type: "text/html; charset=utf-8")
             return
         }
@@ -141,42 +140,29 @@ extension Connection {
         beginResponse(status)
         addHeader("Content-Type", contentType)
         addHeader("Content-Length", decimal: range.count)
-        if status == .partialContent {
-            out.append(ascii: "Content-Range: bytes ")
-            out.append(decimal: range.lowerBound)
-            out.append(45)
-            out.append(decimal: range.upperBound - 1)
-            out.append(47)
-            out.append(decimal: size)
-            out.append(ascii: "\r\n")
-        }
+        if status == .partialContent { ResponseHead.contentRange(&pump.out, range, of: size) }
         addHeader("Accept-Ranges", ascii: "bytes")
         addValidatorHeaders(validators)
         endHead()
 
         if isHead || range.isEmpty {
             file.done()
-            bodyKind = .none
             return
         }
         if !dynamic, let contents = file.cached?.contents, contents.count == size {
-            out.append(contentsOf: contents[range])
-            bodyKind = .none
+            pump.out.append(contentsOf: contents[range])
             return
         }
-        bodyFD = file.fd
-        bodyFDOwned = file.cached == nil
-        if let entry = file.cached {
-            worker.fileCache.retain(entry)
-            bodyCacheEntry = entry
-        }
-        bodyOffset = range.lowerBound
-        bodyEnd = range.upperBound
+        if let entry = file.cached { worker.fileCache.retain(entry) }
+        let region = FileRegion(fd: file.fd, ownsFD: file.cached == nil, cacheEntry: file.cached,
+                                offset: range.lowerBound, end: range.upperBound)
         if dynamic {
-            bodyKind = .aio
-            aioNextRead = range.lowerBound & ~(AIOEngine.alignment - 1)
+            aioBody.region = region
+            aioBody.prepare()
+            pump.start(aioBody)
         } else {
-            bodyKind = .sendfile
+            sendfileBody.region = region
+            pump.start(sendfileBody)
         }
     }
 
@@ -184,13 +170,13 @@ extension Connection {
         beginResponse(.movedPermanently)
         // Built from the normalized path, never the raw target: "//host/../dir" must not become
         // a redirect to another host.
-        out.append(ascii: "Location: /")
-        URLEncoding.appendPercentEncoded(path.bytes, to: &out)
-        out.append(47)
+        pump.out.append(ascii: "Location: /")
+        URLEncoding.appendPercentEncoded(path.bytes, to: &pump.out)
+        pump.out.append(47)
         // Keep the query: /dir?x → /dir/?x
         let target = request.storage[request.target]
-        if let q = target.firstIndex(of: 63) { out.append(contentsOf: target[q...]) }
-        out.append(ascii: "\r\n")
+        if let q = target.firstIndex(of: 63) { pump.out.append(contentsOf: target[q...]) }
+        pump.out.append(ascii: "\r\n")
         endHead(body: StatusTable.shared.errorPage(.movedPermanently), type: "text/html; charset=utf-8")
     }
 

@@ -11,7 +11,7 @@ final class OpenFileCache {
         let fd: Int32
         let direct: Bool
         fileprivate(set) var info: stat
-        fileprivate(set) var validators: Connection.Validators
+        fileprivate(set) var validators: Exchange.Validators
         let contentType: [UInt8]
         /// The bytes of a small static file: sent in the same send as the head, which saves a
         /// syscall per request (sendfile costs more than copying a few KiB).
@@ -26,7 +26,7 @@ final class OpenFileCache {
             self.fd = fd
             self.direct = direct
             self.info = info
-            self.validators = Connection.Validators(info)
+            self.validators = Exchange.Validators(info)
             self.contentType = contentType
             self.checkedAt = now
             self.statAt = now
@@ -81,7 +81,7 @@ final class OpenFileCache {
         if st.st_size != entry.info.st_size || st.st_mtim.tv_sec != entry.info.st_mtim.tv_sec
             || st.st_mtim.tv_nsec != entry.info.st_mtim.tv_nsec {
             entry.info = st
-            entry.validators = Connection.Validators(st)
+            entry.validators = Exchange.Validators(st)
             entry.loadContents()
         }
         return entry

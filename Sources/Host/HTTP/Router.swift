@@ -2,26 +2,26 @@ import CHTTPParser
 
 /// What answers a request whose head is complete: checks that apply to every request, then
 /// plugins (when one owns the route), then files.
-extension Connection {
+extension Exchange {
     func respond() {
         let config = worker.config
         guard request.versionMajor == 1 else {
-            worker.logger.info("unsupported HTTP version", metadata: ["peer": "\(peerDescription)", "version": "\(request.versionMajor).\(request.versionMinor)"])
+            worker.logger.info("unsupported HTTP version", metadata: ["peer": "\(connection.peerDescription)", "version": "\(request.versionMajor).\(request.versionMinor)"])
             respondWithError(.versionNotSupported, close: true)
             return
         }
         if request.hasMalformedName || !transferEncodingIsValid {
-            worker.logger.info("malformed header field or Transfer-Encoding", metadata: ["peer": "\(peerDescription)"])
+            worker.logger.info("malformed header field or Transfer-Encoding", metadata: ["peer": "\(connection.peerDescription)"])
             respondWithError(.badRequest, close: true)
             return
         }
         if request.hostCount > 1 || (config.strictHost && request.versionMinor >= 1 && request.hostCount == 0) {
-            worker.logger.info("bad Host header", metadata: ["peer": "\(peerDescription)", "count": "\(request.hostCount)"])
+            worker.logger.info("bad Host header", metadata: ["peer": "\(connection.peerDescription)", "count": "\(request.hostCount)"])
             respondWithError(.badRequest, close: true)
             return
         }
-        if parser.contentLength != UInt64.max && parser.contentLength > UInt64(config.maxBodyBytes) {
-            worker.logger.info("request body over the limit", metadata: ["peer": "\(peerDescription)", "length": "\(parser.contentLength)"])
+        if decoder.contentLength != UInt64.max && decoder.contentLength > UInt64(config.maxBodyBytes) {
+            worker.logger.info("request body over the limit", metadata: ["peer": "\(connection.peerDescription)", "length": "\(decoder.contentLength)"])
             respondWithError(.contentTooLarge, close: true)
             return
         }
@@ -68,7 +68,7 @@ extension Connection {
         let chunked = Array("chunked".utf8)
         func isChunked(_ c: ArraySlice<UInt8>) -> Bool { c.count == 7 && zip(c, chunked).allSatisfy { ASCII.lower($0) == $1 } }
         guard let last = codings.last, isChunked(last) else { return false }
-        return codings.filter(isChunked).count == 1 && parser.isChunked
+        return codings.filter(isChunked).count == 1 && decoder.isChunked
     }
 
     private func respondToOptions() {
@@ -81,6 +81,5 @@ extension Connection {
         addHeader("Allow", ascii: "GET, HEAD, OPTIONS")
         addHeader("Content-Length", ascii: "0")
         endHead()
-        bodyKind = .none
     }
 }

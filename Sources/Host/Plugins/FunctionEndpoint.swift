@@ -3,7 +3,7 @@ import CHTTPParser
 /// Answers a request for a typed function endpoint (`register_function`): parameters from the
 /// query string and, for POST, an application/x-www-form-urlencoded body; the result as text, or
 /// as JSON when the client asks for it.
-extension Connection {
+extension Exchange {
     func respondWithFunction(_ function: FFIFunction) {
         plugin.dispatched = true
         guard request.method == HTTP_GET || request.method == HTTP_HEAD || request.method == HTTP_POST else {
@@ -15,10 +15,10 @@ extension Connection {
         var wantsJSON = false
         if let q = target.firstIndex(of: 63) {
             let end = target[q...].firstIndex(of: 35) ?? target.endIndex
-            Connection.parseForm(target[(q + 1)..<end], into: &values)
+            Exchange.parseForm(target[(q + 1)..<end], into: &values)
         }
         if request.method == HTTP_POST, !plugin.body.isEmpty {
-            Connection.parseForm(plugin.body[...], into: &values)
+            Exchange.parseForm(plugin.body[...], into: &values)
         }
         if values["format"] == "json" { wantsJSON = true }
         for h in request.headers where request.equalsIgnoringCase(h.name, Array("accept".utf8)) {
@@ -31,7 +31,7 @@ extension Connection {
             case .missing(let name): message = "missing parameter: \(name)\n"
             case .invalid(let name, let type): message = "invalid parameter \(name): expected \(type.rawValue)\n"
             }
-            worker.logger.info("function \(function.name): \(message.dropLast())", metadata: ["peer": "\(peerDescription)"])
+            worker.logger.info("function \(function.name): \(message.dropLast())", metadata: ["peer": "\(connection.peerDescription)"])
             finishFunction { $0.respondWithBody(.badRequest, type: "text/plain; charset=utf-8", Array(message.utf8)) }
         case .success(let result):
             if wantsJSON {
@@ -43,16 +43,10 @@ extension Connection {
     }
 
     /// Function endpoints answer in one go: the response is a plain one, not a plugin stream.
-    private func finishFunction(_ respond: (Connection) -> Void) {
+    private func finishFunction(_ respond: (Exchange) -> Void) {
         respond(self)
         endPluginRequest(callEnd: false)
         phase = .responding
-    }
-
-    /// A complete response with a small in-memory body.
-    func respondWithBody(_ status: HTTPStatus, type: StaticString, _ body: [UInt8]) {
-        beginResponse(status)
-        endHead(body: body, type: type)
     }
 
     /// application/x-www-form-urlencoded: `a=1&b=x+y`, percent-decoded, '+' as space.

@@ -6,7 +6,8 @@ import PluginAPI
 /// function; the request handle is decoded and validated on every call, so a stale handle gets
 /// AWS_E_GONE instead of touching a connection that has moved on.
 enum HostAPI {
-    /// Workers by index, fixed before any plugin runs; handles carry the index in their top byte.
+    /// Workers by index, set once before any worker thread starts and read-only afterwards;
+    /// handles carry the index in their top byte.
     nonisolated(unsafe) static var workers: [Worker] = []
 
     nonisolated(unsafe) static let table: UnsafeMutablePointer<aws_host_api> = {
@@ -43,22 +44,22 @@ enum HostAPI {
         t.pointee.fail = { req, status in HostAPI.with(req) { $0.pluginFail(Int(status)) } }
         t.pointee.request_header = { req, name, found in
             found?.pointee = 0
-            guard let name, case .success(let c) = HostAPI.connection(req) else { return aws_str(ptr: nil, len: 0) }
+            guard let name, case .success(let c) = HostAPI.exchange(req) else { return aws_str(ptr: nil, len: 0) }
             return c.pluginRequestHeader(name, found)
         }
         t.pointee.post = { req, fn, arg in HostAPI.post(req, fn, arg) }
         t.pointee.set_request_data = { req, data in
-            switch HostAPI.connection(req, evenWhileEnding: true) {
+            switch HostAPI.exchange(req, evenWhileEnding: true) {
             case .success(let c): c.plugin.userData = data; return Int32(AWS_OK)
             case .failure(let e): return e.code
             }
         }
         t.pointee.request_data = { req in
-            guard case .success(let c) = HostAPI.connection(req, evenWhileEnding: true) else { return nil }
+            guard case .success(let c) = HostAPI.exchange(req, evenWhileEnding: true) else { return nil }
             return c.plugin.userData
         }
         t.pointee.request_scratch = { req, size in
-            guard case .success(let c) = HostAPI.connection(req, evenWhileEnding: true) else { return nil }
+            guard case .success(let c) = HostAPI.exchange(req, evenWhileEnding: true) else { return nil }
             return c.pluginScratch(size)
         }
         t.pointee.plugin_name = { ctx in UnsafePointer(PluginContext.from(ctx)?.nameCString) }
@@ -71,14 +72,20 @@ enum HostAPI {
         UInt64(worker) << 56 | UInt64(slot) << 32 | UInt64(generation)
     }
 
-    static func connection(_ req: aws_request, evenWhileEnding: Bool = false) -> Result<Connection, HostCallError> {
+    /// The exchange a handle names. Called from a thread that runs no loop (a plugin's own),
+    /// any handle is AWS_E_THREAD; on another worker's loop, an ended handle is AWS_E_GONE (the
+    /// worker's live-handle table is atomic) and a live one AWS_E_THREAD.
+    static func exchange(_ req: aws_request, evenWhileEnding: Bool = false) -> Result<Exchange, HostCallError> {
         let w = Int(req >> 56), slot = Int((req >> 32) & 0xff_ffff), gen = UInt32(truncatingIfNeeded: req)
         guard gen != 0, w < workers.count else { return .failure(.gone) }
         let worker = workers[w]
-        guard worker.isLoopThread else { return .failure(.wrongThread) }
-        guard let c = worker.connection(slot: slot), c.plugin.generation == gen,
-              c.plugin.active || (evenWhileEnding && c.plugin.ending) else { return .failure(.gone) }
-        return .success(c)
+        if !worker.isLoopThread {
+            guard workers.contains(where: { $0.isLoopThread }) else { return .failure(.wrongThread) }
+            return .failure(worker.liveHandles.isLive(req, slot: slot) ? .wrongThread : .gone)
+        }
+        guard let x = worker.exchange(slot: slot), x.plugin.generation == gen,
+              x.plugin.active || (evenWhileEnding && x.plugin.ending) else { return .failure(.gone) }
+        return .success(x)
     }
 
     enum HostCallError: Error {
@@ -86,8 +93,8 @@ enum HostAPI {
         var code: Int32 { self == .gone ? Int32(AWS_E_GONE) : Int32(AWS_E_THREAD) }
     }
 
-    private static func with(_ req: aws_request, _ body: (Connection) -> Int32) -> Int32 {
-        switch connection(req) {
+    private static func with(_ req: aws_request, _ body: (Exchange) -> Int32) -> Int32 {
+        switch exchange(req) {
         case .success(let c): return body(c)
         case .failure(let e): return e.code
         }
@@ -106,7 +113,7 @@ enum HostAPI {
         guard let fn, UInt32(truncatingIfNeeded: req) != 0, w < workers.count else { return Int32(AWS_E_INVALID) }
         let posted = Posted(fn: fn, arg: arg, req: req)
         workers[w].loop.post {
-            let c = try? HostAPI.connection(posted.req).get()
+            let c = try? HostAPI.exchange(posted.req).get()
             posted.fn(posted.req, posted.arg, c == nil ? 0 : 1)
             c?.pluginCallbackReturned()
         }

@@ -47,7 +47,7 @@ struct PluginExchange {
     var viewHeaderCapacity = 0
 }
 
-extension Connection {
+extension Exchange {
     // MARK: dispatch
 
     /// Routes a complete head to a plugin when one owns the path. Returns false when no plugin
@@ -67,7 +67,6 @@ extension Connection {
                     addHeader("Allow", (allowed + ["OPTIONS"]).joined(separator: ", ").utf8)
                     addHeader("Content-Length", ascii: "0")
                     endHead()
-                    bodyKind = .none
                     return true
                 }
                 respondWithError(.methodNotAllowed, allow: allowed.isEmpty ? nil : allowed.joined(separator: ", "))
@@ -78,8 +77,9 @@ extension Connection {
         plugin.route = route
         plugin.generation = plugin.generation == UInt32.max ? 1 : plugin.generation + 1
         plugin.handle = HostAPI.handle(worker: worker.index, slot: slot, generation: plugin.generation)
+        worker.liveHandles.set(plugin.handle, slot: slot)
         plugin.dispatched = false
-        route.plugin.inFlight += 1
+        route.plugin.addUses(1)
         phase = .plugin
         switch route.target {
         case .function(let f):
@@ -104,7 +104,7 @@ extension Connection {
         let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
         // Best effort and tiny: the socket is idle at this point. If it would block, the client
         // sends the body after its own short wait anyway (RFC 9110 §10.1.1).
-        _ = try? transport.send(line.utf8Start, line.utf8CodeUnitCount)
+        _ = try? connection.transport.send(line.utf8Start, line.utf8CodeUnitCount)
     }
 
     /// Calls on_request with a view of the request.
@@ -134,7 +134,7 @@ extension Connection {
         plugin.pathBytes.append(contentsOf: path.bytes)
         if path.trailingSlash && !path.bytes.isEmpty { plugin.pathBytes.append(47) }
         plugin.remote.removeAll(keepingCapacity: true)
-        appendPeer(to: &plugin.remote)
+        connection.peer.append(to: &plugin.remote)
         if plugin.viewHeaderCapacity < request.headers.count {
             plugin.viewHeaders?.deallocate()
             plugin.viewHeaderCapacity = max(request.headers.count, 32)
@@ -257,8 +257,7 @@ extension Connection {
             return misuse("send_part beyond the declared Content-Length")
         }
         if isHead || length == 0 || statusForbidsBody {
-            acceptPart(p)
-            bodyKind = .none  // nothing to send; released when the flush reaches it
+            acceptPart(p)  // nothing to send; the part is released when the flush reaches it
             return Int32(AWS_OK)
         }
         switch p.kind {
@@ -272,30 +271,27 @@ extension Connection {
                 }
                 guard let copy = plugin.copyBuffer else { plugin.copyCapacity = 0; return Int32(AWS_E_NOMEM) }
                 memcpy(copy, data, length)
-                memoryBody = UnsafeRawPointer(copy)
+                memoryBody.set(UnsafeRawPointer(copy), count: length)
             } else {
-                memoryBody = data
+                memoryBody.set(data, count: length)
             }
-            bodyOffset = 0
-            bodyEnd = length
-            bodyKind = .memory
+            pump.start(memoryBody)
         default:  // AWS_PART_FILE, validated above
+            var region = FileRegion(fd: p.fd, ownsFD: false, cacheEntry: nil, offset: Int(p.offset), end: Int(p.offset) + length)
             if p.release == nil {
+                // The plugin may close its descriptor as soon as this returns: send from a copy.
                 let copy = fcntl(p.fd, F_DUPFD_CLOEXEC, 0)
                 guard copy >= 0 else { return Int32(AWS_E_NOMEM) }
-                bodyFD = copy
-                bodyFDOwned = true
-            } else {
-                bodyFD = p.fd
-                bodyFDOwned = false
+                region.fd = copy
+                region.ownsFD = true
             }
-            bodyOffset = Int(p.offset)
-            bodyEnd = Int(p.offset) + length
             if (p.flags & UInt32(AWS_PART_FILE_AIO)) != 0 {
-                bodyKind = .aio
-                aioNextRead = bodyOffset & ~(AIOEngine.alignment - 1)
+                aioBody.region = region
+                aioBody.prepare()
+                pump.start(aioBody)
             } else {
-                bodyKind = .sendfile
+                sendfileBody.region = region
+                pump.start(sendfileBody)
             }
         }
         acceptPart(p)
@@ -371,7 +367,7 @@ extension Connection {
     }
 
     private func discardQueuedBody() {
-        if bodyKind != .none { releaseBody() }
+        pump.release()
         plugin.partQueued = plugin.partRelease != nil  // its release still runs, after the callback
         plugin.partLength = 0
     }
@@ -380,7 +376,7 @@ extension Connection {
 
     /// A posted function or another callback returned: send whatever it queued.
     func pluginCallbackReturned() {
-        guard isOpen, phase == .plugin else { return }
+        guard isAttached, connection.isOpen, phase == .plugin else { return }
         drive()
     }
 
@@ -388,39 +384,34 @@ extension Connection {
     /// Runs only outside plugin callbacks.
     func pluginFlush() -> Progress {
         while true {
-            if plugin.failedAfterHead && plugin.headRendered && (outSent >= out.count || !plugin.partQueued) { return .failed }
+            if plugin.failedAfterHead && plugin.headRendered && (!pump.outPending || !plugin.partQueued) { return .failed }
             if !plugin.headRendered {
                 guard plugin.partQueued || plugin.finished else { return .waiting }
                 renderPluginHead()
             }
             if plugin.partQueued && !plugin.partFramed {
                 plugin.partFramed = true
-                if plugin.chunked && bodyKind != .none {
-                    out.append(hex: UInt64(plugin.partLength))
-                    out.append(ascii: "\r\n")
+                if plugin.chunked && pump.hasBody {
+                    pump.out.append(hex: UInt64(plugin.partLength))
+                    pump.out.append(ascii: "\r\n")
                 }
             }
             if plugin.finished && !plugin.partQueued && !plugin.terminated {
                 plugin.terminated = true
-                if plugin.chunked && !isHead { out.append(ascii: "0\r\n\r\n") }
+                if plugin.chunked && !isHead { pump.out.append(ascii: "0\r\n\r\n") }
             }
-            switch sendOut(more: plugin.partQueued && bodyKind != .none) {
+            switch pump.flushBuffered(more: plugin.partQueued && pump.hasBody) {
             case .done: break
             case let other: return other
             }
             if plugin.partQueued {
-                let progress: Progress
-                switch bodyKind {
-                case .none: progress = .done
-                case .memory: progress = pumpMemory()
-                case .sendfile: progress = pumpFile()
-                case .aio: progress = pumpAIO()
+                let wasFramedChunk = plugin.chunked && pump.hasBody
+                if pump.hasBody {
+                    let progress = pump.run()  // releases the part's producer once it is sent
+                    guard progress == .done else { return progress }
                 }
-                guard progress == .done else { return progress }
-                let wasFramedChunk = plugin.chunked && bodyKind != .none
-                releaseBody()
                 releasePart()
-                if wasFramedChunk { out.append(ascii: "\r\n") }
+                if wasFramedChunk { pump.out.append(ascii: "\r\n") }
                 if !plugin.finished { plugin.proceedDue = true }
                 continue
             }
@@ -428,7 +419,7 @@ extension Connection {
             if plugin.proceedDue, let handler = plugin.handler, let onProceed = handler.onProceed {
                 plugin.proceedDue = false
                 onProceed(plugin.handle, handler.user)
-                guard isOpen, plugin.active else { return .failed }
+                guard isAttached, connection.isOpen, plugin.active else { return .failed }
                 continue
             }
             return .waiting
@@ -437,23 +428,10 @@ extension Connection {
 
     private func renderPluginHead() {
         plugin.headRendered = true
-        let status = HTTPStatus(rawValue: plugin.status)
         let noBody = statusForbidsBody
-        if noBody && bodyKind != .none { releaseBody() }  // queued before the status said so
-        if let status {
-            beginResponse(status)
-        } else {
-            beginResponse(.ok)
-            self.status = .ok
-            out.removeAll(keepingCapacity: true)
-            out.append(ascii: "HTTP/1.1 ")
-            out.append(decimal: plugin.status)
-            out.append(ascii: " \r\nDate: ")
-            out.append(contentsOf: worker.date.bytes)
-            out.append(ascii: "\r\nServer: aws/0.1.0\r\n")
-        }
-        statusCode = plugin.status
-        out.append(contentsOf: plugin.headers)
+        if noBody { pump.release() }  // queued before the status said so
+        beginResponse(code: plugin.status)
+        pump.out.append(contentsOf: plugin.headers)
         if !noBody {
             if let declared = plugin.declaredLength {
                 addHeader("Content-Length", decimal: Int(declared))
@@ -484,7 +462,7 @@ extension Connection {
         let handle = plugin.handle
         let wasActive = plugin.active
         plugin.active = false
-        if bodyKind != .none && phase == .plugin { releaseBody() }
+        if phase == .plugin { pump.release() }
         if plugin.partQueued { releasePart() }
         if wasActive && callEnd, let handler {
             plugin.ending = true
@@ -511,6 +489,7 @@ extension Connection {
         plugin.proceedDue = false
         plugin.bytesQueued = 0
         plugin.dispatched = false
-        route.plugin.requestEnded(logger: worker.logger, loop: worker.loop)
+        worker.liveHandles.set(0, slot: slot)
+        worker.plugins.release(route.plugin)
     }
 }

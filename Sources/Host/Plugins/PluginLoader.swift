@@ -1,9 +1,14 @@
 import Glibc
 import Logging
 import PluginAPI
+import Synchronization
 
 /// One loaded plugin library.
-final class LoadedPlugin {
+///
+/// Shared by every worker: its routes are read on all loop threads, so everything a worker
+/// reads is immutable after loading; `users` and `retired` are atomics; `library` and
+/// `shutdownFn` are touched only on the control thread (load, shutdown, dlclose).
+final class LoadedPlugin: @unchecked Sendable {
     let name: String
     let version: String
     let file: String
@@ -14,9 +19,11 @@ final class LoadedPlugin {
     let context: PluginContext
     fileprivate var library: UnsafeMutableRawPointer?
     fileprivate var shutdownFn: (@convention(c) (OpaquePointer?) -> Void)?
-    /// Requests using this plugin right now; a replaced plugin is unloaded when it reaches 0.
-    var inFlight = 0
-    var retired = false
+    private var shutDown = false
+    /// Holders of this version: every worker whose route table contains it, plus every request
+    /// using it. A retired version is unloaded when this reaches 0.
+    private let users = Atomic<Int>(0)
+    private let retiredFlag = Atomic<Bool>(false)
 
     fileprivate init(name: String, version: String, file: String, hash: UInt64, abiMinor: UInt16, context: PluginContext) {
         self.name = name
@@ -27,41 +34,41 @@ final class LoadedPlugin {
         self.context = context
     }
 
-    /// Calls the plugin's shutdown and unloads the library; once. With a loop, the dlclose is
-    /// posted behind the work already queued there: functions the plugin posted before its
-    /// shutdown still run (with alive=0) while its code is mapped.
-    func unload(logger: Logger, loop: EventLoop? = nil) {
-        guard let lib = library else { return }
+    var isLoaded: Bool { library != nil }
+
+    func addUses(_ count: Int) { users.wrappingAdd(count, ordering: .relaxed) }
+
+    /// Drops one use; true when that was the last use of a retired version (the caller then has
+    /// it unloaded). Any thread.
+    func dropUse() -> Bool {
+        users.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 && retiredFlag.load(ordering: .acquiring)
+    }
+
+    /// Marks a replaced version; set before any worker can drop its table's hold, so whoever
+    /// drops the last use sees it. True when nothing uses it any more.
+    func retire() -> Bool {
+        retiredFlag.store(true, ordering: .releasing)
+        return users.load(ordering: .acquiring) == 0
+    }
+
+    /// The plugin's shutdown, once; its routes are forgotten (breaking the cycle with them).
+    /// Control thread.
+    func shutdown() {
+        guard library != nil, !shutDown else { return }
+        shutDown = true
         shutdownFn?(context.opaque)
-        library = nil
         routes = []
-        let context = self.context
-        let closing = UnloadWork(library: lib, context: context)
-        let message = "plugin \(name) \(version) unloaded"
-        if let loop {
-            loop.post {
-                closing.run()
-                logger.info("\(message)")
-            }
-        } else {
-            closing.run()
-            logger.info("\(message)")
-        }
     }
 
-    func requestEnded(logger: Logger, loop: EventLoop) {
-        inFlight -= 1
-        if retired && inFlight == 0 { unload(logger: logger, loop: loop) }
-    }
-}
-
-/// The last step of an unload, runnable from the loop's posted-work queue.
-private struct UnloadWork: @unchecked Sendable {
-    let library: UnsafeMutableRawPointer
-    let context: PluginContext
-    func run() {
-        dlclose(library)
+    /// dlclose, once, after `shutdown` and after every function the plugin posted has run.
+    /// Control thread.
+    func closeLibrary(logger: Logger) {
+        guard let lib = library else { return }
+        shutdown()
+        library = nil
+        dlclose(lib)
         context.release()
+        logger.info("plugin \(name) \(version) unloaded")
     }
 }
 
@@ -161,12 +168,12 @@ final class PluginLoader {
                 loaded.append(plugin)
             } catch let error as PluginLoadError {
                 if error.isConflict {
-                    for p in loaded { p.unload(logger: logger) }
+                    for p in loaded { p.closeLibrary(logger: logger) }
                     throw error
                 }
                 logger.error("plugin \(file): \(error.description)")
                 if strict {
-                    for p in loaded { p.unload(logger: logger) }
+                    for p in loaded { p.closeLibrary(logger: logger) }
                     throw error
                 }
             }
@@ -176,8 +183,8 @@ final class PluginLoader {
 
     /// Re-scans the folder: unchanged files keep their loaded plugin, changed and new ones are
     /// loaded, removed ones are dropped. A file that fails to load leaves its old version
-    /// serving. Plugins no longer in the new table are retired (unloaded when idle).
-    func reload(current: RouteTable, loop: EventLoop) -> RouteTable {
+    /// serving. The caller retires what is no longer in the new table. Control thread.
+    func reload(current: RouteTable) -> RouteTable {
         var next: [LoadedPlugin] = []
         let files: [String]
         do { files = try soFiles() } catch {
@@ -209,10 +216,6 @@ final class PluginLoader {
                 if let old { next.append(old) }
             }
         }
-        for p in current.plugins where !next.contains(where: { $0 === p }) {
-            p.retired = true
-            if p.inFlight == 0 { p.unload(logger: logger, loop: loop) }
-        }
         return RouteTable(plugins: next)
     }
 
@@ -234,22 +237,34 @@ final class PluginLoader {
         return base
     }
 
-    /// FNV-1a over the file's bytes: enough to tell versions of one file apart.
+    /// FNV-1a: enough to tell versions of one file apart.
+    struct ContentHash {
+        private(set) var value: UInt64 = 0xcbf29ce484222325
+        mutating func add(_ bytes: UnsafeRawBufferPointer) {
+            for b in bytes { value = (value ^ UInt64(b)) &* 0x100000001b3 }
+        }
+    }
+
     static func hashFile(_ path: String) throws -> UInt64 {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        var hash: UInt64 = 0xcbf29ce484222325
+        var hash = ContentHash()
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            for i in 0..<n { hash = (hash ^ UInt64(buffer[i])) &* 0x100000001b3 }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
+            if n == 0 { break }
+            buffer.withUnsafeBytes { hash.add(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
-        return hash
+        return hash.value
     }
 
-    private func copyToCache(_ file: String, hash: UInt64) throws -> String {
+    /// Copies the file into the private cache folder, named by the hash of the bytes actually
+    /// written: a file replaced while it is copied can never give a copy a name it does not
+    /// match, and a copy that fails half-way is removed, never renamed into place.
+    private func copyToCache(_ file: String) throws -> (path: String, hash: UInt64) {
         // The folder's name is predictable, so it is trusted only if it is ours and private:
         // then nobody else can have planted a library in it.
         if mkdir(cacheDirectory, 0o700) != 0 {
@@ -260,30 +275,46 @@ final class PluginLoader {
             }
         }
         let name = PluginLoader.pluginName(file)
-        let target = "\(cacheDirectory)/\(name)-\(String(hash, radix: 16)).so"
-        if access(target, F_OK) == 0 { return target }
         let src = open(file, O_RDONLY | O_CLOEXEC)
         guard src >= 0 else { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
         defer { close(src) }
-        let tmp = target + ".tmp"
+        let tmp = "\(cacheDirectory)/.\(name)-\(getpid())-\(UInt(pthread_self())).tmp"
         unlink(tmp)
         let dst = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o700)
         guard dst >= 0 else { throw PluginLoadError(description: "cannot copy to \(tmp): \(String(cString: strerror(errno)))") }
+        func fail(_ what: String, _ code: Int32) -> PluginLoadError {
+            unlink(tmp)
+            return PluginLoadError(description: "cannot copy to \(tmp): \(what): \(String(cString: strerror(code)))")
+        }
+        var hash = ContentHash()
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
-            if n <= 0 { break }
-            _ = buffer.withUnsafeBytes { write(dst, $0.baseAddress, n) }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { let e = errno; close(dst); throw fail("read", e) }
+            if n == 0 { break }
+            var written = 0
+            while written < n {
+                let w = buffer.withUnsafeBytes { write(dst, $0.baseAddress! + written, n - written) }
+                if w < 0 && errno == EINTR { continue }
+                if w <= 0 { let e = w < 0 ? errno : ENOSPC; close(dst); throw fail("write", e) }
+                written += w
+            }
+            buffer.withUnsafeBytes { hash.add(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
-        close(dst)
-        rename(tmp, target)
-        return target
+        if close(dst) != 0 { throw fail("close", errno) }
+        let target = "\(cacheDirectory)/\(name)-\(String(hash.value, radix: 16)).so"
+        if access(target, F_OK) == 0 {
+            unlink(tmp)  // the same bytes are there already (and maybe loaded): keep that copy
+            return (target, hash.value)
+        }
+        if rename(tmp, target) != 0 { throw fail("rename", errno) }
+        return (target, hash.value)
     }
 
     /// dlopen, version check, init, route collection.
     private func load(_ file: String, alongside others: [Route]) throws -> LoadedPlugin {
-        let hash = try PluginLoader.hashFile(file)
-        let copy = try copyToCache(file, hash: hash)
+        let (copy, hash) = try copyToCache(file)
         guard let lib = dlopen(copy, RTLD_NOW | RTLD_LOCAL) else {
             throw PluginLoadError(description: "dlopen failed: \(String(cString: dlerror()))")
         }

@@ -20,7 +20,7 @@ enum RouteTarget {
 
 /// One registered route. Paths are kept decoded and without their leading slash, the form the
 /// document root's resolver produces, so matching needs no conversion.
-final class Route {
+final class Route: @unchecked Sendable {
     let method: String?   // nil: any method
     /// `method` as http-parser's enum value, so matching compares integers.
     let methodCode: UInt32?
@@ -45,11 +45,6 @@ final class Route {
     var displayPath: String { "/" + String(decoding: path, as: UTF8.self) + (prefix ? "*" : "") }
     var displayMethod: String { method ?? "*" }
 
-    func overlaps(_ other: Route) -> Bool {
-        guard path == other.path, prefix == other.prefix else { return false }
-        return method == nil || other.method == nil || method == other.method
-    }
-
     /// HEAD is answered by a GET route (the host drops the body), as RFC 9110 §9.3.2 expects.
     func matches(method m: http_method) -> Bool {
         method == nil || methodCode == m.rawValue || (m == HTTP_HEAD && methodCode == HTTP_GET.rawValue)
@@ -68,21 +63,25 @@ final class Route {
 }
 
 /// The routes of every loaded plugin, immutable once built: a reload builds a new table and
-/// swaps it in, so requests in flight keep the routes (and plugins) they started with.
-final class RouteTable {
-    private var exact: [[UInt8]: [Route]] = [:]
-    private var prefixes: [Route] = []   // longest first
+/// swaps it in, so requests in flight keep the routes (and plugins) they started with. Shared by
+/// every worker: nothing in it changes after `init`.
+final class RouteTable: @unchecked Sendable {
+    private let exact: [[UInt8]: [Route]]
+    private let prefixes: [Route]   // longest first
     let plugins: [LoadedPlugin]
     var isEmpty: Bool { exact.isEmpty && prefixes.isEmpty }
 
     init(plugins: [LoadedPlugin]) {
         self.plugins = plugins
+        var exact: [[UInt8]: [Route]] = [:]
+        var prefixes: [Route] = []
         for plugin in plugins {
             for route in plugin.routes {
                 if route.prefix { prefixes.append(route) } else { exact[route.path, default: []].append(route) }
             }
         }
-        prefixes.sort { $0.path.count > $1.path.count }
+        self.exact = exact
+        self.prefixes = prefixes.sorted { $0.path.count > $1.path.count }
     }
 
 

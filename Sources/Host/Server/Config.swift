@@ -14,13 +14,17 @@ struct Config: Sendable {
     var user: String?
     var strictHost = false
     var autoindex = false
+    /// Worker threads, each with its own loop and listener (`--workers`, default: usable CPUs).
+    var workers = 1
+    /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
+    var deferAccept = false
 
     // Limits (each answered with its status and a log line).
     var maxRequestLine = 8 * 1024          // 414
     var maxHeaderBytes = 32 * 1024         // 431
     var maxHeaderCount = 100               // 431
     var maxBodyBytes = 16 * 1024 * 1024    // 413
-    var maxConnections = 10_000            // 503
+    var maxConnections = 10_000            // 503, counted across all workers
     var maxRequestsPerConnection = 100_000
 
     // Timeouts, in milliseconds.
@@ -30,5 +34,7 @@ struct Config: Sendable {
     var bodyTimeout: Int64 = 30_000
     var shutdownGrace: Int64 = 10_000
 
-    var accessLogEnabled: Bool { logLevel <= .info }
+    /// Request lines are info-level lines: on with the default level, and always when a file is
+    /// named for them (`--access-log FILE --log-level warning` keeps the file, quiets stderr).
+    var accessLogEnabled: Bool { accessLogPath != nil || logLevel <= .info }
 }

@@ -1,9 +1,12 @@
 import CLinux
 import Glibc
 import Logging
+import Synchronization
 
-/// Start-up and shutdown: binds the listening socket, drops privileges, starts the worker and
-/// turns signals into loop events.
+/// Start-up and shutdown: binds the listening sockets, drops privileges, loads plugins, starts
+/// one thread per worker, and then runs the control loop on the main thread. The control loop
+/// serves nothing: it turns signals into work for the workers (shutdown, plugin reload) and does
+/// the blocking plugin work (dlopen, init, shutdown, dlclose) off the serving threads.
 final class Server {
     let config: Config
     let logger: Logger
@@ -15,17 +18,19 @@ final class Server {
 
     func run() throws {
         Sys.ignoreSIGPIPE()
-        // Block the signals before any other thread exists, so they arrive only via signalfd.
+        // Block the signals before any other thread exists (threads inherit the mask), so they
+        // arrive only via the control loop's signalfd.
         let signals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
         let signalFD = signals.withUnsafeBufferPointer { aws_signalfd_for($0.baseAddress, Int32($0.count)) }
         guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
 
         raiseDescriptorLimit()
         let root = try DocumentRoot(path: config.root)
-        let listenFD = try bindListener()
+        let listeners = try bindListeners(count: config.workers)
         if let user = config.user { try dropPrivileges(to: user) }
 
-        logger.info("aws \(AWSVersion.string) listening on \(config.address):\(config.port)")
+        let sharing = listeners.count == 1 && config.workers > 1 ? " (one shared listener: SO_REUSEPORT unavailable)" : ""
+        logger.info("aws \(AWSVersion.string) listening on \(config.address):\(config.port) with \(config.workers) worker(s)\(sharing)")
         logger.info("document root: \(root.realPath)")
         logger.info("plugins: \(config.pluginsDirectory ?? "none")")
 
@@ -38,49 +43,101 @@ final class Server {
             logger.info("\(routes.plugins.count) plugin(s) loaded")
         }
 
-        let worker = try Worker(index: 0, config: config, root: root, listenFD: listenFD, routes: routes, logger: logger)
-        HostAPI.workers = [worker]
+        let control = try EventLoop(tickMillis: 1000)
+        let plugins = PluginHost(control: control, loader: loader, table: routes, logger: logger)
+        let budget = ConnectionBudget(limit: config.maxConnections)
+        var workers: [Worker] = []
+        for i in 0..<config.workers {
+            let socket = listeners.count == 1 ? listeners[0] : listeners[i]
+            workers.append(try Worker(index: i, config: config, root: root, listener: socket, plugins: plugins,
+                                      budget: budget, logger: logger))
+        }
+        // Plugin handles name their worker by index: the table is complete before any plugin runs.
+        HostAPI.workers = workers
+        plugins.attach(workers)
+
+        let running = RunningWorkers(count: workers.count, control: control)
+        var threads: [pthread_t] = []
+        for worker in workers {
+            let logger = self.logger
+            threads.append(try WorkerThread.spawn(name: "aws-worker-\(worker.index)") {
+                do { try worker.run() } catch { logger.critical("worker \(worker.index): \(error)") }
+                running.workerEnded()
+            })
+        }
+
         let signalHandler = SignalHandler(fd: signalFD) { [logger] signal in
             switch signal {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
-                worker.beginShutdown()
+                for worker in workers { worker.loop.post { worker.beginShutdown() } }
             case SIGHUP:
-                guard let loader else {
-                    logger.notice("SIGHUP: no plugins folder to reload")
-                    return
-                }
-                logger.notice("SIGHUP: reloading plugins from \(loader.directory)")
-                worker.routes = loader.reload(current: worker.routes, loop: worker.loop)
+                plugins.reload()
             default: break
             }
         }
-        try worker.loop.register(signalFD, signalHandler, Epoll.Interest.readable)
-        try worker.run()
-        for plugin in worker.routes.plugins where plugin.inFlight == 0 { plugin.unload(logger: logger) }
-        loader?.removeCopies()
+        try control.register(signalFD, signalHandler, Epoll.Interest.readable)
+        try control.run()
+        for thread in threads { WorkerThread.join(thread) }
+        if listeners.count == 1 && listeners[0].shared { Sys.close(listeners[0].fd) }
+        plugins.unloadAllAtExit()
         logger.info("stopped")
     }
 
-    private func bindListener() throws -> Int32 {
+    /// One listening socket per worker with SO_REUSEPORT; a single shared one where the kernel
+    /// refuses it. With port 0 the first socket's port is used for the others.
+    private func bindListeners(count: Int) throws -> [ListeningSocket] {
+        var sockets: [ListeningSocket] = []
+        var port = config.port
+        do {
+            for _ in 0..<count {
+                guard let fd = try bindListener(port: port, reusePort: count > 1) else {
+                    // No SO_REUSEPORT: one listener, watched by every worker with EPOLLEXCLUSIVE.
+                    for s in sockets { Sys.close(s.fd) }
+                    sockets = [ListeningSocket(fd: try bindListener(port: port, reusePort: false)!, shared: true)]
+                    return sockets
+                }
+                sockets.append(ListeningSocket(fd: fd, shared: false))
+                if port == 0 { port = Sys.localPort(fd) }
+            }
+        } catch {
+            for s in sockets { Sys.close(s.fd) }
+            throw error
+        }
+        return sockets
+    }
+
+    /// nil when `reusePort` was asked for and the kernel does not offer it.
+    private func bindListener(port: UInt16, reusePort: Bool) throws -> Int32? {
         var v4 = sockaddr_in()
         var v6 = sockaddr_in6()
         let family: Int32
         if inet_pton(AF_INET, config.address, &v4.sin_addr) == 1 {
             family = AF_INET
             v4.sin_family = sa_family_t(AF_INET)
-            v4.sin_port = config.port.bigEndian
+            v4.sin_port = port.bigEndian
         } else if inet_pton(AF_INET6, config.address, &v6.sin6_addr) == 1 {
             family = AF_INET6
             v6.sin6_family = sa_family_t(AF_INET6)
-            v6.sin6_port = config.port.bigEndian
+            v6.sin6_port = port.bigEndian
         } else {
             throw ConfigError("not an IPv4 or IPv6 address: \(config.address)")
         }
         let fd = try Sys.socket(family: family)
         do {
             try Sys.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, 1)
-            try Sys.setsockopt(fd, Int32(IPPROTO_TCP), aws_tcp_defer_accept(), 1)
+            if reusePort {
+                do {
+                    try Sys.setsockopt(fd, SOL_SOCKET, aws_so_reuseport(), 1)
+                } catch where error.errno == ENOPROTOOPT || error.errno == EINVAL {
+                    Sys.close(fd)
+                    return nil
+                }
+            }
+            // Off by default: with it, a client that connects and waits (nc, a pre-connecting
+            // browser) is not accepted for about a second (`--defer-accept`, like nginx's
+            // `listen ... deferred`).
+            if config.deferAccept { try Sys.setsockopt(fd, Int32(IPPROTO_TCP), aws_tcp_defer_accept(), 1) }
             // Accepted sockets inherit TCP_NODELAY from the listener on Linux: one setsockopt
             // per server instead of one per connection (head + sendfile must not wait on Nagle).
             try Sys.setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
@@ -125,6 +182,21 @@ final class Server {
 struct ConfigError: Error, CustomStringConvertible {
     let description: String
     init(_ d: String) { description = d }
+}
+
+/// Counts worker threads still running; the last one to end stops the control loop.
+private final class RunningWorkers: @unchecked Sendable {
+    private let remaining: Atomic<Int>
+    private let control: EventLoop
+    init(count: Int, control: EventLoop) {
+        remaining = Atomic(count)
+        self.control = control
+    }
+    func workerEnded() {
+        guard remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 else { return }
+        let control = self.control
+        control.post { control.stop() }
+    }
 }
 
 private final class SignalHandler: EventHandler {

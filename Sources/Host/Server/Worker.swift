@@ -1,11 +1,16 @@
 import CLinux
 import Glibc
 import Logging
+import Synchronization
 
 /// One event loop and everything it owns: its listening socket, its connections, its libaio
-/// context, its timers and its log buffer. Workers share nothing but the read-only `Config` and
-/// `DocumentRoot`, so N of them can run on N threads.
-final class Worker {
+/// context, its open-file cache, its timers and its log buffer. Each worker runs on a thread of
+/// its own; workers share only the read-only `Config` and `DocumentRoot`, the connection budget
+/// (an atomic) and immutable route-table snapshots.
+///
+/// `@unchecked Sendable`: other threads touch a worker only through `loop.post` (thread-safe)
+/// and `isLoopThread`; everything else is used on the worker's own loop thread.
+final class Worker: @unchecked Sendable {
     let index: Int
     let config: Config
     let loop: EventLoop
@@ -22,26 +27,36 @@ final class Worker {
     private(set) var date = DateCache()
     private(set) var isShuttingDown = false
 
-    private let listenFD: Int32
     private var listener: Listener?
+    /// Open connections by descriptor, and closed ones kept for reuse.
     private var connections: [Connection?] = []
-    /// Every connection object this worker made, by `Connection.slot`; plugin handles name them.
-    private var slots: [Connection] = []
-    private var pool: [Connection] = []
-    /// The plugin routes; replaced whole on reload.
-    var routes: RouteTable
-    private let thread = pthread_self()
-    var isLoopThread: Bool { pthread_equal(thread, pthread_self()) != 0 }
+    private var connectionPool: [Connection] = []
+    /// Every exchange this worker made, by `Exchange.slot` (plugin handles name them; never
+    /// freed, so a handle's slot always names an object), and the ones free for a new request.
+    private var exchanges: [Exchange] = []
+    private var exchangePool: [Exchange] = []
+    /// Spare exchanges kept with their buffers; past this many, returned ones are shrunk.
+    private let warmExchanges = 64
+    /// Plugin handles that are live now, by exchange slot: readable from any thread.
+    let liveHandles: HandleTable
+    /// The plugin routes: an immutable snapshot, replaced whole by `install` on reload.
+    private(set) var routes: RouteTable
+    let plugins: PluginHost
+    /// Open connections of the whole server, against `--max-connections`.
+    private let budget: ConnectionBudget
+    var isLoopThread: Bool { loop.isOnLoop }
     private(set) var openConnections = 0
     private var acceptPausedUntil: Int64 = 0
     private var shutdownDeadline: Int64 = .max
 
-    init(index: Int, config: Config, root: DocumentRoot, listenFD: Int32, routes: RouteTable, logger: Logger) throws {
+    init(index: Int, config: Config, root: DocumentRoot, listener: ListeningSocket, plugins: PluginHost,
+         budget: ConnectionBudget, logger: Logger) throws {
         self.index = index
-        self.routes = routes
+        self.routes = plugins.table
+        self.plugins = plugins
+        self.budget = budget
         self.config = config
         self.root = root
-        self.listenFD = listenFD
         self.logger = logger
         loop = try EventLoop(tickMillis: 100)
         aio = try AIOEngine()
@@ -50,12 +65,13 @@ final class Worker {
         accessLog = sink
         accessLogger = sink.map { sink in Logger(label: "aws.access") { _ in AccessLogHandler(sink: sink) } }
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        liveHandles = HandleTable(capacity: config.maxConnections + 64)
         date.refresh()
 
-        let listener = Listener(fd: listenFD)
+        let listener = Listener(listener)
         self.listener = listener
         listener.worker = self
-        try loop.register(listenFD, listener, .readable)
+        try listener.watch(in: loop)
         try loop.register(aio.eventFD, aio, .readable)
         loop.afterEachBatch { [unowned self] in aio.wakeWaiters() }
         loop.onTick { [unowned self] in tick() }
@@ -63,6 +79,7 @@ final class Worker {
 
     deinit {
         readBuffer.deallocate()
+        liveHandles.deallocate()
     }
 
     func run() throws {
@@ -71,13 +88,20 @@ final class Worker {
         accessLog?.flush()
     }
 
+    /// Serves new requests from `table`; requests in flight keep the routes they started with.
+    func install(_ table: RouteTable) {
+        let old = routes
+        routes = table
+        for p in old.plugins { plugins.release(p) }
+    }
+
     private func tick() {
         date.refresh()
         wheel.advance(to: loop.now)
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
             acceptPausedUntil = 0
-            if let listener { try? loop.register(listenFD, listener, .readable) }
+            if let listener { try? listener.watch(in: loop) }
         }
         if isShuttingDown && loop.now >= shutdownDeadline {
             logger.notice("grace period over, closing \(openConnections) connection(s)")
@@ -93,21 +117,21 @@ final class Worker {
         while !isShuttingDown {
             let fd: Int32
             do {
-                guard let accepted = try Sys.accept(listenFD, peer: &peer) else { return }
+                guard let listener, let accepted = try Sys.accept(listener.socket.fd, peer: &peer) else { return }
                 fd = accepted
             } catch {
                 // Out of descriptors (EMFILE/ENFILE) or memory: stop accepting for a moment
                 // rather than spin on a listener that stays readable.
                 logger.error("accept failed: \(error); pausing accepts for 100 ms")
-                loop.unregister(listenFD)
+                listener?.unwatch(in: loop)
                 acceptPausedUntil = loop.now + 100
                 return
             }
-            if openConnections >= config.maxConnections {
+            guard budget.take() else {
                 refuseOverLimit(fd)
                 continue
             }
-            let connection = pool.popLast() ?? makeConnection()
+            let connection = connectionPool.popLast() ?? Connection(worker: self)
             connection.open(fd: fd, peer: peer)
             if Int(fd) >= connections.count {
                 connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count))
@@ -128,32 +152,39 @@ final class Worker {
         }
     }
 
-    private static let overLimitResponse: [UInt8] = Array((
-        "HTTP/1.1 503 Service Unavailable\r\nServer: aws/\(AWSVersion.string)\r\nRetry-After: 1\r\n"
-        + "Content-Type: text/html; charset=utf-8\r\nContent-Length: \(StatusTable.shared.errorPage(.serviceUnavailable).count)\r\n"
-        + "Connection: close\r\n\r\n").utf8) + StatusTable.shared.errorPage(.serviceUnavailable)
-
     /// Over the connection limit: a best-effort 503 on the fresh socket, then close.
     private func refuseOverLimit(_ fd: Int32) {
         logger.warning("connection limit (\(config.maxConnections)) reached: 503")
-        _ = Worker.overLimitResponse.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
+        let response = ResponseHead.standalone(.serviceUnavailable, extra: "Retry-After: 1\r\n", date: date)
+        _ = response.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
         Sys.shutdownWrite(fd)
         Sys.close(fd)
     }
 
-    private func makeConnection() -> Connection {
-        let c = Connection(worker: self, slot: slots.count)
-        slots.append(c)
-        return c
-    }
-
-    func connection(slot: Int) -> Connection? { slot < slots.count ? slots[slot] : nil }
-
     func connectionClosed(_ connection: Connection) {
         openConnections -= 1
-        pool.append(connection)
+        budget.give()
+        connectionPool.append(connection)
         if isShuttingDown && openConnections == 0 { loop.stop() }
     }
+
+    // MARK: exchanges
+
+    /// An exchange for a connection that has a request to serve.
+    func takeExchange() -> Exchange {
+        if let x = exchangePool.popLast() { return x }
+        let x = Exchange(worker: self, slot: exchanges.count)
+        exchanges.append(x)
+        return x
+    }
+
+    func returnExchange(_ x: Exchange) {
+        x.detach()
+        if exchangePool.count >= warmExchanges { x.shrink() }
+        exchangePool.append(x)
+    }
+
+    func exchange(slot: Int) -> Exchange? { slot < exchanges.count ? exchanges[slot] : nil }
 
     // MARK: shutdown
 
@@ -164,18 +195,54 @@ final class Worker {
         isShuttingDown = true
         shutdownDeadline = loop.now + config.shutdownGrace
         if let listener {
-            loop.unregister(listener.fd)
-            Sys.close(listener.fd)
+            listener.unwatch(in: loop)
+            listener.socket.closeIfOwned()
             self.listener = nil
         }
-        for case let c? in connections where c.isOpen && c.phase != .responding && c.phase != .plugin { c.close() }
+        for case let c? in connections where c.isOpen {
+            if let x = c.exchange, x.phase == .responding || x.phase == .plugin { continue }
+            c.close()
+        }
         if openConnections == 0 { loop.stop() }
     }
 }
 
 private final class Listener: EventHandler {
-    let fd: Int32
+    let socket: ListeningSocket
     unowned(unsafe) var worker: Worker?
-    init(fd: Int32) { self.fd = fd }
+    init(_ socket: ListeningSocket) { self.socket = socket }
     func handleEvents(_ events: Epoll.Interest) { worker?.acceptAll() }
+
+    /// A listener shared by all workers is watched with EPOLLEXCLUSIVE, so one connection wakes
+    /// one worker rather than all of them.
+    func watch(in loop: EventLoop) throws(SyscallError) {
+        try loop.register(socket.fd, self, socket.shared ? [.readable, .exclusive] : .readable)
+    }
+
+    func unwatch(in loop: EventLoop) { loop.unregister(socket.fd) }
+}
+
+/// A bound, listening socket: one per worker with SO_REUSEPORT (the kernel spreads connections
+/// over them), or one shared by every worker where the kernel refuses SO_REUSEPORT. A worker
+/// closes its own at shutdown; a shared one is closed by the server once every worker is done.
+struct ListeningSocket: Sendable {
+    let fd: Int32
+    let shared: Bool
+    func closeIfOwned() { if !shared { Sys.close(fd) } }
+}
+
+/// The whole server's open connections against `--max-connections`, shared by every worker.
+final class ConnectionBudget: Sendable {
+    private let open = Atomic<Int>(0)
+    private let limit: Int
+    init(limit: Int) { self.limit = limit }
+
+    /// Counts a new connection; false (and not counted) when the server is full.
+    func take() -> Bool {
+        if open.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
+        open.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func give() { open.wrappingSubtract(1, ordering: .relaxed) }
 }

@@ -1,0 +1,46 @@
+/// The part of an open file a body sends: the descriptor (owned, or borrowed from the open-file
+/// cache, or borrowed from a plugin part) and the byte range still to go.
+struct FileRegion {
+    var fd: Int32 = -1
+    /// Close `fd` when the body ends (a descriptor opened or duplicated for this body alone).
+    var ownsFD = false
+    /// The cache entry `fd` belongs to, held (retained) while the body is sent.
+    var cacheEntry: OpenFileCache.Entry?
+    /// Next byte to send, and the end of the range.
+    var offset = 0
+    var end = 0
+
+    var remaining: Int { end - offset }
+
+    mutating func release(_ cache: OpenFileCache) {
+        if fd >= 0 && ownsFD { Sys.close(fd) }
+        fd = -1
+        ownsFD = false
+        if let entry = cacheEntry {
+            cache.release(entry)
+            cacheEntry = nil
+        }
+    }
+}
+
+/// A static file body: sendfile(2) from the open descriptor, zero copy.
+final class SendfileBody: BodyProducer {
+    unowned(unsafe) let worker: Worker
+    var region = FileRegion()
+
+    init(worker: Worker) { self.worker = worker }
+
+    func produce(_ pump: BodyPump) -> Progress {
+        while region.offset < region.end {
+            do {
+                guard let n = try pump.sendFile(region.fd, offset: &region.offset, count: min(region.remaining, 1 << 30)) else { return .blocked }
+                if n == 0 { return .failed }  // the file shrank under us
+            } catch {
+                return .failed
+            }
+        }
+        return .done
+    }
+
+    func release() { region.release(worker.fileCache) }
+}

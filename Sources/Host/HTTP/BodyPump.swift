@@ -1,0 +1,138 @@
+/// How far a send got.
+enum Progress { case done, blocked, waiting, failed }
+
+/// Something that produces a response body: memory, a file region via sendfile, a file region
+/// read with libaio, and later a CGI pipe or TLS-encrypted output. The pump asks it to move
+/// bytes; the producer decides how. A new kind of body is one new type conforming to this.
+///
+/// Producers are owned by their exchange and reused across requests (no allocation per body).
+protocol BodyProducer: AnyObject {
+    /// Sends as much as it can through `pump.send` / `pump.sendFile`: `.done` when the whole body
+    /// is out, `.blocked` when the socket is full, `.waiting` when it waits for data (an AIO read,
+    /// a slot), `.failed` when the body cannot be completed.
+    func produce(_ pump: BodyPump) -> Progress
+    /// Gives back what the body holds (descriptors, cache entries, buffers). Called exactly once
+    /// per body, by the pump, whether it finished or not.
+    func release()
+}
+
+/// The one send path of an exchange: the buffered bytes before a body (head, chunk framing, a
+/// small body), then the current producer. It counts bytes, pushes the send deadline out on
+/// every bit of progress, and releases each producer exactly once.
+final class BodyPump {
+    unowned(unsafe) let exchange: Exchange
+    /// Bytes to send before the producer's: the head, chunk framing, small bodies.
+    var out: [UInt8] = []
+    private(set) var outSent = 0
+    private(set) var producer: BodyProducer?
+    /// Bytes written to the socket for the current response (head included), for the log.
+    var bytesSent = 0
+
+    init(exchange: Exchange) {
+        self.exchange = exchange
+        out.reserveCapacity(1024)
+    }
+
+    var hasBody: Bool { producer != nil }
+    var outPending: Bool { outSent < out.count }
+    /// Bytes buffered but not yet sent.
+    var unsent: Int { out.count - outSent }
+
+    /// Starts a response head: nothing buffered, no bytes counted. A producer already given
+    /// (a plugin's first part, queued before its head) stays.
+    func reset() {
+        out.removeAll(keepingCapacity: true)
+        outSent = 0
+        bytesSent = 0
+    }
+
+    func start(_ body: BodyProducer) {
+        release()
+        producer = body
+    }
+
+    /// Gives the current producer's resources back (a body cut short, an error replacing it).
+    func release() {
+        guard let p = producer else { return }
+        producer = nil
+        p.release()
+    }
+
+    /// Buffered bytes, then the producer, as far as the socket takes them.
+    func run() -> Progress {
+        let buffered = flushBuffered(more: producer != nil)
+        guard buffered == .done, let p = producer else { return buffered }
+        let progress = p.produce(self)
+        if progress == .done { release() }
+        return progress
+    }
+
+    /// Sends the buffered bytes; `more`: body bytes follow at once (MSG_MORE).
+    func flushBuffered(more: Bool) -> Progress {
+        while outSent < out.count {
+            let sent: Int?
+            do {
+                sent = try out.withUnsafeBytes { try send($0.baseAddress! + outSent, $0.count - outSent, more: more) }
+            } catch {
+                return .failed
+            }
+            guard let sent else { return .blocked }
+            outSent += sent
+        }
+        out.removeAll(keepingCapacity: true)
+        outSent = 0
+        return .done
+    }
+
+    // MARK: for producers
+
+    /// Bytes sent, nil when the socket is full.
+    @inline(__always)
+    func send(_ bytes: UnsafeRawPointer, _ count: Int, more: Bool = false) throws(SyscallError) -> Int? {
+        guard let n = try exchange.connection.transport.send(bytes, count, more: more) else { return nil }
+        progressed(n)
+        return n
+    }
+
+    /// sendfile(2) from `offset`, advancing it; bytes sent, nil when the socket is full.
+    @inline(__always)
+    func sendFile(_ fd: Int32, offset: inout Int, count: Int) throws(SyscallError) -> Int? {
+        guard let n = try exchange.connection.transport.sendFile(fd, offset: &offset, count: count) else { return nil }
+        progressed(n)
+        return n
+    }
+
+    @inline(__always)
+    private func progressed(_ n: Int) {
+        bytesSent += n
+        exchange.connection.setDeadline(exchange.worker.config.sendTimeout)
+    }
+}
+
+/// A body already in memory (a plugin's memory part): bytes [offset, end) of `base`.
+final class MemoryBody: BodyProducer {
+    private var base: UnsafeRawPointer?
+    private var offset = 0
+    private var end = 0
+
+    func set(_ base: UnsafeRawPointer, count: Int) {
+        self.base = base
+        offset = 0
+        end = count
+    }
+
+    func produce(_ pump: BodyPump) -> Progress {
+        guard let base else { return .done }
+        while offset < end {
+            do {
+                guard let n = try pump.send(base + offset, end - offset) else { return .blocked }
+                offset += n
+            } catch {
+                return .failed
+            }
+        }
+        return .done
+    }
+
+    func release() { base = nil }
+}

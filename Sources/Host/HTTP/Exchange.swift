@@ -1,0 +1,609 @@
+import CHTTPParser
+import Glibc
+
+/// One request and its response on a connection: the decoder, the request head, the response
+/// being sent and, when a plugin answers, the plugin's side of it. Exchanges are pooled per
+/// worker and attached to a connection only while it has a request in progress, so their
+/// buffers (head storage, output, pipelined input) are allocated once and shared over time by
+/// many connections.
+///
+/// Life of a request: bytes arrive (`received`) → the decoder reports the head → `respond()`
+/// (Router) picks plugin or file and prepares the head and a body producer → `drive()` sends
+/// through the pump → `finishResponse()` logs, then goes on with pipelined bytes or hands the
+/// connection back to idle.
+final class Exchange {
+    enum Phase {
+        /// Ready for a request's first byte (pipelined input may be waiting in `pending`).
+        case ready
+        /// Part of a head has arrived.
+        case readingHead
+        /// Collecting bytes of an unrecognised method to tell 501 from 400.
+        case sniffingMethod
+        /// The head is answered but the request has a body: it is read (and dropped) before the
+        /// response goes out, so a body that breaks a limit can still be refused with 413.
+        case readingBody
+        /// A response is being sent; input is left in the socket (or in `pending`) meanwhile.
+        case responding
+        /// The response is done but the request body is not: read and discard it.
+        case drainingBody
+        /// A plugin owns the request: its body is read while the plugin's response is sent.
+        case plugin
+    }
+
+    unowned(unsafe) let worker: Worker
+    /// This exchange's index in its worker: plugin request handles name it.
+    let slot: Int
+    /// The connection served now; only valid while `isAttached`.
+    unowned(unsafe) private(set) var connection: Connection!
+    private(set) var isAttached = false
+    /// Changes on every attach and detach: the AIO engine and plugin handles check it.
+    private(set) var generation: UInt32 = 0
+    var phase: Phase = .ready
+
+    // Input
+    let decoder = HTTP1Decoder()
+    var request = RequestHead()
+    var path = DocumentRoot.Path()
+    /// The index.html of a directory target, looked up in the open-file cache by that name.
+    var indexPath = DocumentRoot.Path()
+    private var pending: [UInt8] = []
+    private var pendingStart = 0
+    private(set) var headComplete = false
+    /// The target's path, decoded once per request (`resolvePath`).
+    private var pathResolved = false
+    private var pathFailure: HTTPStatus?
+    private(set) var messageComplete = true
+    /// Set by a head callback that refuses the request (a limit), answered when the decoder stops.
+    private var refusal: HTTPStatus?
+    private var sniff: [UInt8] = []
+    private var bodyBytesReceived = 0
+    /// The request's bytes stopped making sense (or broke a limit) after this error: whatever
+    /// else arrives for it is discarded, the response already chosen ends the connection.
+    private var brokenBy: http_errno?
+
+    // Output
+    private(set) lazy var pump = BodyPump(exchange: self)
+    private(set) lazy var sendfileBody = SendfileBody(worker: worker)
+    private(set) lazy var aioBody = AIOBody(exchange: self)
+    private(set) lazy var memoryBody = MemoryBody()
+    var plugin = PluginExchange()
+    /// The status code as sent (plugins may send codes `HTTPStatus` does not name).
+    var statusCode = 200
+    /// The head (and any body bytes in `pump.out`) is prepared.
+    private var responseReady = false
+    var closeAfterResponse = false
+    private var willClose = false
+    private var requestStartNanos: UInt64 = 0
+    /// The current request has its access-log line (so a close does not log it twice).
+    private var requestLogged = false
+    private var logLine: [UInt8] = []
+
+    init(worker: Worker, slot: Int) {
+        self.worker = worker
+        self.slot = slot
+        pending.reserveCapacity(4096)
+    }
+
+    // MARK: life cycle (called by the connection and the worker)
+
+    func attach(to connection: Connection) {
+        self.connection = connection
+        isAttached = true
+        generation &+= 1
+        decoder.reset(for: self)
+        phase = .ready
+        responseReady = false
+        willClose = false
+        closeAfterResponse = false
+        headComplete = false
+        messageComplete = true
+        refusal = nil
+        brokenBy = nil
+        pending.removeAll(keepingCapacity: true)
+        pendingStart = 0
+        pump.release()
+        pump.reset()
+    }
+
+    func detach() {
+        isAttached = false
+        connection = nil
+        generation &+= 1
+    }
+
+    /// Frees the buffers an exchange grew (the pool keeps only a few exchanges warm).
+    func shrink() {
+        pending = []
+        sniff = []
+        logLine = []
+        request = RequestHead()
+        pump.out = []
+        plugin = PluginExchange()
+    }
+
+    /// The connection is closing under this exchange: one log line for a request cut short,
+    /// the plugin told, the body's resources given back.
+    func connectionClosing() {
+        if headComplete && !requestLogged { logAccess() }
+        if plugin.route != nil {
+            endPluginRequest(aborted: !(plugin.finished && plugin.terminated && !pump.outPending && !pump.hasBody))
+        }
+        pump.release()
+    }
+
+    /// Nothing unread that a close would turn into a reset.
+    var inputIsClean: Bool {
+        pendingStart >= pending.count && messageComplete && refusal == nil && phase != .sniffingMethod
+    }
+
+    func deadlineExpired() {
+        let peer = connection.peerDescription
+        switch phase {
+        case .readingHead, .sniffingMethod, .readingBody:
+            worker.logger.info(phase == .readingBody ? "request body timed out" : "request head timed out", metadata: ["peer": "\(peer)"])
+            respondWithError(.requestTimeout, close: true)
+            phase = .responding
+            drive()
+        case .drainingBody:
+            worker.logger.info("request body timed out", metadata: ["peer": "\(peer)"])
+            connection.close()
+        case .responding:
+            worker.logger.info("send stalled, closing", metadata: ["peer": "\(peer)"])
+            connection.close()
+        case .plugin:
+            worker.logger.info("plugin request timed out (body or send stalled), closing", metadata: ["peer": "\(peer)"])
+            connection.close()
+        case .ready:
+            connection.close()
+        }
+    }
+
+    // MARK: events
+
+    func handleEvents(_ events: Epoll.Interest) {
+        let connection = self.connection!
+        if phase == .plugin {
+            if events.contains(.writable) { drive() }
+            if connection.isOpen && isAttached && phase == .plugin
+                && (events.contains(.readable) || !events.isDisjoint(with: [.error, .hangup, .peerClosed])) {
+                // Once the body is in, only the peer's close is watched: a plugin response may be
+                // idle for long (a stream, a long poll) and must learn at once that its client
+                // left. Like nginx for proxied requests, a half-close counts as leaving.
+                if messageComplete { connection.close(); return }
+                connection.readAvailable()
+            }
+            if connection.isOpen && !(isAttached && phase == .plugin) { connection.readAvailable() }
+            return
+        }
+        if phase == .responding {
+            if events.contains(.writable) || !events.isDisjoint(with: [.error, .hangup]) { drive() }
+            if connection.isOpen && isAttached && !events.isDisjoint(with: [.error, .hangup]) && phase == .responding {
+                connection.close()
+            }
+            return
+        }
+        connection.readAvailable()
+    }
+
+    var wantsInput: Bool {
+        switch phase {
+        case .responding: false
+        case .plugin: !messageComplete
+        default: true
+        }
+    }
+
+    func endOfInput() {
+        switch phase {
+        case .responding:
+            break  // finish the response; the close follows it
+        case .readingHead:
+            // A client that half-closes after an incomplete head will never complete it.
+            if refusal == nil { worker.logger.debug("client closed mid-request") }
+            connection.close()
+        default:
+            connection.close()
+        }
+    }
+
+    /// Bytes from the socket: decoded as far as the current request lets them go; the rest
+    /// (a pipelined request) is kept for later.
+    func received(_ bytes: UnsafeRawBufferPointer) {
+        let used = consume(bytes)
+        if used < bytes.count && isAttached { pending.append(contentsOf: bytes[used...]) }
+        drive()
+    }
+
+    // MARK: decoding
+
+    /// Feeds bytes to the decoder until a response is ready; returns how many were used.
+    private func consume(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var used = 0
+        while used < bytes.count && isAttached {
+            switch phase {
+            case .responding:
+                return used
+            case .plugin:
+                if messageComplete { return used }
+            case .sniffingMethod:
+                sniffMethod(UnsafeRawBufferPointer(rebasing: bytes[used...]))
+                return bytes.count
+            case .ready, .readingHead, .readingBody, .drainingBody:
+                break
+            }
+            if let error = brokenBy {
+                decodingFailed(error)
+                return bytes.count
+            }
+            if messageComplete { beginMessage() }
+            let chunk = UnsafeRawBufferPointer(rebasing: bytes[used...])
+            if !headComplete && sniff.count < 64 { sniff.append(contentsOf: chunk.prefix(64 - sniff.count)) }
+            switch decoder.decode(chunk) {
+            case .needMore:
+                used = bytes.count
+                if !headComplete && phase == .ready {
+                    phase = .readingHead
+                    connection.setDeadline(worker.config.headerTimeout)
+                } else if phase == .drainingBody || phase == .readingBody {
+                    connection.setDeadline(worker.config.bodyTimeout)
+                }
+            case .headComplete(let consumed):
+                used += consumed
+                headCompleted()
+            case .body(let body, let consumed):
+                used += consumed
+                bodyReceived(body)
+            case .messageComplete(let consumed):
+                used += consumed
+                messageComplete = true
+                if plugin.route != nil { pluginMessageComplete() }
+                if phase == .drainingBody { phase = .ready }
+                if phase == .readingBody { startResponding() }
+            case .failed(let error):
+                decodingFailed(error)
+                used = bytes.count
+            }
+            guard isAttached else { return used }
+            if responseReady && phase != .responding && phase != .plugin && phase != .readingBody {
+                if messageComplete || closeAfterResponse {
+                    startResponding()
+                } else {
+                    phase = .readingBody
+                    connection.setDeadline(worker.config.bodyTimeout)
+                }
+            }
+        }
+        return used
+    }
+
+    private func startResponding() {
+        phase = .responding
+        connection.setDeadline(worker.config.sendTimeout)
+    }
+
+    private func beginMessage() {
+        request.reset()
+        headComplete = false
+        messageComplete = false
+        refusal = nil
+        requestLogged = false
+        closeAfterResponse = false
+        bodyBytesReceived = 0
+        sniff.removeAll(keepingCapacity: true)
+    }
+
+    private func headCompleted() {
+        headComplete = true
+        request.finishHeaders()
+        request.method = decoder.method
+        request.versionMajor = decoder.versionMajor
+        request.versionMinor = decoder.versionMinor
+        request.keepAlive = decoder.shouldKeepAlive
+        let length = decoder.contentLength
+        request.contentLength = length == UInt64.max ? -1 : Int64(clamping: length)
+        request.hasBody = decoder.isChunked || (length != UInt64.max && length > 0)
+        requestStartNanos = Sys.monotonicNanos()
+        pathResolved = false
+        if decoder.wantsUpgrade { closeAfterResponse = true }
+        respond()
+    }
+
+    private func bodyReceived(_ bytes: UnsafeRawBufferPointer) {
+        bodyBytesReceived += bytes.count
+        // Past the body limit the connection is not worth keeping.
+        if bodyBytesReceived > worker.config.maxBodyBytes {
+            closeAfterResponse = true
+            refusal = .contentTooLarge
+            decodingFailed(HPE_CB_body)
+            return
+        }
+        // Bodies of requests answered from files are read and dropped; plugins get theirs.
+        if plugin.route != nil { pluginBody(bytes) }
+    }
+
+    /// Decodes and normalizes the target into `path` (once per request); the failure status if
+    /// it cannot be served.
+    func resolvePath() -> HTTPStatus? {
+        if !pathResolved {
+            pathFailure = DocumentRoot.resolve(target: request.storage[request.target], into: &path)
+            pathResolved = true
+        }
+        return pathFailure
+    }
+
+    // MARK: head callbacks (inside the decoder: they only collect bytes and check limits)
+
+    func decodedTarget(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        request.appendTarget(bytes)
+        if request.target.count > worker.config.maxRequestLine {
+            refusal = .uriTooLong
+            return 1
+        }
+        return 0
+    }
+
+    func decodedHeaderName(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        request.appendHeaderName(bytes)
+        return checkHeaderLimits()
+    }
+
+    func decodedHeaderValue(_ bytes: UnsafeRawBufferPointer) -> Int32 {
+        request.appendHeaderValue(bytes)
+        return checkHeaderLimits()
+    }
+
+    private func checkHeaderLimits() -> Int32 {
+        if request.headerBytes - request.target.count > worker.config.maxHeaderBytes
+            || request.headers.count > worker.config.maxHeaderCount {
+            refusal = .requestHeaderFieldsTooLarge
+            return 1
+        }
+        return 0
+    }
+
+    // MARK: malformed input
+
+    private func decodingFailed(_ error: http_errno) {
+        brokenBy = error
+        let peer = connection.peerDescription
+        if headComplete {
+            // The head was answered (or is being answered); the rest of this request is broken
+            // or too large, so the connection ends with that response.
+            worker.logger.info("bad request body", metadata: ["peer": "\(peer)", "error": "\(String(cString: http_errno_name(error)))"])
+            if responseReady && phase != .responding && phase != .plugin {
+                // Nothing sent yet: the body's fault replaces the prepared answer.
+                respondWithError(refusal ?? .badRequest, close: true)
+                startResponding()
+            } else if responseReady {
+                willClose = true
+            } else {
+                connection.close()
+            }
+            return
+        }
+        let status: HTTPStatus
+        if let refusal {
+            status = refusal
+        } else if error == HPE_INVALID_METHOD {
+            phase = .sniffingMethod
+            connection.setDeadline(worker.config.headerTimeout)
+            sniffMethod(UnsafeRawBufferPointer(start: nil, count: 0))
+            return
+        } else if error == HPE_HEADER_OVERFLOW {
+            status = request.headers.isEmpty ? .uriTooLong : .requestHeaderFieldsTooLarge
+        } else {
+            status = .badRequest
+        }
+        if refusal == nil { refusal = status }
+        worker.logger.info("bad request", metadata: ["peer": "\(peer)", "status": "\(status.rawValue)", "error": "\(String(cString: http_errno_name(error)))"])
+        respondWithError(status, close: true)
+        startResponding()
+    }
+
+    /// http-parser knows a fixed list of methods. An unknown one is still a well-formed request
+    /// (RFC 9110 §9.1: answer 501) if it is a token followed by a space; anything else is a 400.
+    private func sniffMethod(_ more: UnsafeRawBufferPointer) {
+        if sniff.count < 64 { sniff.append(contentsOf: more.prefix(64 - sniff.count)) }
+        var i = 0
+        while i < sniff.count && (sniff[i] == 13 || sniff[i] == 10) { i += 1 }
+        let start = i
+        while i < sniff.count && ASCII.isTokenChar(sniff[i]) { i += 1 }
+        let verdict: HTTPStatus
+        if i == sniff.count {
+            if sniff.count < 64 { return }  // need more bytes
+            verdict = .badRequest
+        } else {
+            verdict = (sniff[i] == 32 && i > start) ? .notImplemented : .badRequest
+        }
+        refusal = verdict
+        worker.logger.info("unrecognised request", metadata: ["peer": "\(connection.peerDescription)", "status": "\(verdict.rawValue)"])
+        respondWithError(verdict, close: true)
+        startResponding()
+        drive()
+    }
+
+    // MARK: sending
+
+    /// Sends what can be sent, then serves any pipelined requests already received.
+    func drive() {
+        while isAttached && connection.isOpen {
+            if phase == .responding || phase == .plugin {
+                let before = phase
+                flush()
+                if !isAttached || phase == before || !connection.isOpen { return }
+            }
+            guard phase == .ready || phase == .drainingBody || phase == .readingBody, pendingStart < pending.count else { break }
+            let used = pending.withUnsafeBytes { consume(UnsafeRawBufferPointer(rebasing: $0[pendingStart...])) }
+            guard isAttached else { return }
+            pendingStart += used
+            if pendingStart >= pending.count {
+                pending.removeAll(keepingCapacity: true)
+                pendingStart = 0
+            }
+        }
+        // Everything received is answered and nothing is half-read: the connection goes idle and
+        // the exchange back to the pool. Input that arrived while we were busy is still in the
+        // socket; level-triggered epoll reports it now that we read again.
+        if isAttached && phase == .ready && pendingStart >= pending.count && connection.isOpen {
+            connection.becomeIdle()
+        }
+    }
+
+    /// Sends head, then body, as far as the socket takes them.
+    private func flush() {
+        let progress = phase == .plugin ? pluginFlush() : pump.run()
+        guard isAttached && connection.isOpen else { return }
+        // While a plugin request's body is still arriving, keep reading it; once it is in, watch
+        // only for the peer hanging up.
+        let input: Epoll.Interest = phase == .plugin ? (messageComplete ? .peerClosed : .readable) : []
+        switch progress {
+        case .done:
+            finishResponse()
+        case .blocked:
+            connection.setInterest(input.union(.writable))
+            connection.setDeadline(worker.config.sendTimeout)
+        case .waiting:
+            connection.setInterest(input)
+            if phase == .plugin && !pump.hasBody {
+                // Waiting for the plugin: no deadline once the request is in (a stream may be
+                // quiet for long); the body timeout while it is still arriving.
+                if messageComplete { connection.clearDeadline() } else { connection.setDeadline(worker.config.bodyTimeout) }
+            }
+        case .failed:
+            connection.close()
+        }
+    }
+
+    private func finishResponse() {
+        logAccess()
+        pump.release()
+        if plugin.route != nil {
+            endPluginRequest()
+            phase = .responding
+        }
+        connection.requestsServed += 1
+        responseReady = false
+        if willClose || !connection.isOpen || worker.isShuttingDown {
+            connection.closeGracefully()
+            return
+        }
+        if !messageComplete {
+            phase = .drainingBody
+            connection.setInterest(.readable)
+            connection.setDeadline(worker.config.bodyTimeout)
+            return
+        }
+        // `drive` goes on with pipelined input, or makes the connection idle.
+        phase = .ready
+        connection.setInterest(.readable)
+        connection.setDeadline(worker.config.keepAliveTimeout)
+    }
+
+    // MARK: building responses
+
+    var isHead: Bool { request.method == HTTP_HEAD }
+    var peerDescription: String { connection.peerDescription }
+
+    /// Starts a response: status line, Date, Server.
+    func beginResponse(_ status: HTTPStatus) { beginResponse(code: status.rawValue) }
+
+    func beginResponse(code: Int) {
+        statusCode = code
+        pump.reset()
+        ResponseHead.begin(&pump.out, code: code, date: worker.date)
+    }
+
+    func addHeader(_ name: StaticString, _ value: some Collection<UInt8>) { ResponseHead.field(&pump.out, name, value) }
+    func addHeader(_ name: StaticString, ascii value: StaticString) { ResponseHead.field(&pump.out, name, ascii: value) }
+    func addHeader(_ name: StaticString, decimal value: Int) { ResponseHead.field(&pump.out, name, decimal: value) }
+
+    /// Ends the head with the Connection header the close decision calls for.
+    func endHead() {
+        willClose = closeAfterResponse || !request.keepAlive || worker.isShuttingDown
+            || connection.requestsServed + 1 >= worker.config.maxRequestsPerConnection
+        ResponseHead.end(&pump.out, closing: willClose, http10: request.versionMinor == 0)
+        responseReady = true
+    }
+
+    /// A complete error response with its short HTML page.
+    func respondWithError(_ status: HTTPStatus, close: Bool = false, allow: String? = nil) {
+        // A plugin's queued part is given back by the plugin code, with its release callback.
+        if phase != .plugin { pump.release() }
+        if close { closeAfterResponse = true }
+        beginResponse(status)
+        let page = StatusTable.shared.errorPage(status)
+        switch status {
+        case .methodNotAllowed:
+            if let allow { addHeader("Allow", allow.utf8) } else { addHeader("Allow", ascii: "GET, HEAD, OPTIONS") }
+        case .serviceUnavailable: addHeader("Retry-After", ascii: "1")
+        default: break
+        }
+        endHead(body: page, type: "text/html; charset=utf-8")
+    }
+
+    /// Ends the head of a response whose whole body is `body`, and appends the body (unless the
+    /// request was a HEAD, which gets the same headers and no body).
+    func endHead(body: [UInt8], type: StaticString) {
+        addHeader("Content-Type", ascii: type)
+        addHeader("Content-Length", decimal: body.count)
+        endHead()
+        if !isHead || !headComplete { pump.out.append(contentsOf: body) }
+    }
+
+    /// A complete response with a small in-memory body.
+    func respondWithBody(_ status: HTTPStatus, type: StaticString, _ body: [UInt8]) {
+        beginResponse(status)
+        endHead(body: body, type: type)
+    }
+
+    // MARK: AIO
+
+    /// A read this exchange started has completed.
+    func aioCompleted(_ slot: Int) {
+        guard phase == .responding || phase == .plugin, pump.producer === aioBody, aioBody.isWaiting(for: slot) else { return }
+        drive()
+    }
+
+    /// A buffer freed up after this exchange found none.
+    func aioSlotAvailable() {
+        guard phase == .responding || phase == .plugin, pump.producer === aioBody else { return }
+        drive()
+    }
+
+    // MARK: logging
+
+    /// One line per request through swift-log's `aws.access` logger, at info:
+    /// `<client> "<method> <target> HTTP/1.x" <status> <bytes sent> <duration>ms`.
+    private func logAccess() {
+        requestLogged = true
+        guard let logger = worker.accessLogger else { return }
+        var line = logLine
+        line.removeAll(keepingCapacity: true)
+        connection.peer.append(to: &line)
+        line.append(ascii: " \"")
+        if headComplete {
+            line.append(contentsOf: UnsafeRawBufferPointer(start: http_method_str(request.method), count: strlen(http_method_str(request.method))))
+            line.append(32)
+            line.append(contentsOf: request.storage[request.target].prefix(1024))
+            line.append(ascii: " HTTP/1.")
+            line.append(decimal: Int(request.versionMinor))
+        } else {
+            line.append(ascii: "-")
+        }
+        line.append(ascii: "\" ")
+        line.append(decimal: statusCode)
+        line.append(32)
+        line.append(decimal: pump.bytesSent + pump.unsent)
+        line.append(32)
+        let micros = headComplete ? Int((Sys.monotonicNanos() &- requestStartNanos) / 1000) : 0
+        line.append(decimal: micros / 1000)
+        line.append(46)
+        let frac = micros % 1000
+        if frac < 100 { line.append(48) }
+        if frac < 10 { line.append(48) }
+        line.append(decimal: frac)
+        line.append(ascii: "ms")
+        logger.info("\(String(decoding: line, as: UTF8.self))")
+        logLine = line
+    }
+}

@@ -1,0 +1,46 @@
+import Glibc
+
+/// A client's address, kept in 28 bytes (a `sockaddr_in6`, which also holds a `sockaddr_in`)
+/// rather than a 128-byte `sockaddr_storage`: it lives in every connection, idle ones included.
+struct PeerAddress {
+    private var address = sockaddr_in6()
+
+    init() {}
+
+    init(_ storage: sockaddr_storage) {
+        withUnsafeBytes(of: storage) { raw in
+            withUnsafeMutableBytes(of: &address) { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: raw[0..<$0.count])) }
+        }
+    }
+
+    private var isIPv6: Bool { address.sin6_family == sa_family_t(AF_INET6) }
+
+    /// "a.b.c.d:port" or "[v6]:port", IPv4 without going through String.
+    func append(to out: inout [UInt8]) {
+        if isIPv6 {
+            var sin6 = address
+            var text = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN) + 1)
+            inet_ntop(AF_INET6, &sin6.sin6_addr, &text, socklen_t(text.count))
+            out.append(91)
+            out.append(contentsOf: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) })
+            out.append(ascii: "]:")
+            out.append(decimal: Int(UInt16(bigEndian: sin6.sin6_port)))
+            return
+        }
+        let (a, port) = withUnsafeBytes(of: address) { raw in
+            let sin = raw.load(as: sockaddr_in.self)
+            return (UInt32(bigEndian: sin.sin_addr.s_addr), Int(UInt16(bigEndian: sin.sin_port)))
+        }
+        out.append(decimal: Int(a >> 24)); out.append(46)
+        out.append(decimal: Int((a >> 16) & 255)); out.append(46)
+        out.append(decimal: Int((a >> 8) & 255)); out.append(46)
+        out.append(decimal: Int(a & 255)); out.append(58)
+        out.append(decimal: port)
+    }
+
+    var description: String {
+        var bytes: [UInt8] = []
+        append(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

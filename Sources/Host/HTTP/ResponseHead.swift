@@ -1,0 +1,80 @@
+/// Renders every response head aws sends — files, plugins, error pages, the over-limit 503 — into
+/// a byte buffer: status line, `Date`, `Server`, then the handler's fields, then the connection
+/// decision and the blank line. Status lines and the `Server` field are pre-rendered once.
+enum ResponseHead {
+    /// "Server: aws/x.y.z\r\n"
+    private static let serverField: [UInt8] = Array("Server: aws/\(AWSVersion.string)\r\n".utf8)
+
+    /// Starts a head for `code` (any 3-digit status; a plugin may send one aws has no name for,
+    /// which goes out with an empty reason phrase).
+    static func begin(_ out: inout [UInt8], code: Int, date: borrowing DateCache) {
+        if let status = HTTPStatus(rawValue: code) {
+            out.append(contentsOf: StatusTable.shared.statusLine(status))
+        } else {
+            out.append(ascii: "HTTP/1.1 ")
+            out.append(decimal: code)
+            out.append(ascii: " \r\n")
+        }
+        out.append(ascii: "Date: ")
+        out.append(contentsOf: date.bytes)
+        out.append(ascii: "\r\n")
+        out.append(contentsOf: serverField)
+    }
+
+    static func field(_ out: inout [UInt8], _ name: StaticString, _ value: some Collection<UInt8>) {
+        out.append(ascii: name)
+        out.append(ascii: ": ")
+        out.append(contentsOf: value)
+        out.append(ascii: "\r\n")
+    }
+
+    static func field(_ out: inout [UInt8], _ name: StaticString, ascii value: StaticString) {
+        out.append(ascii: name)
+        out.append(ascii: ": ")
+        out.append(ascii: value)
+        out.append(ascii: "\r\n")
+    }
+
+    static func field(_ out: inout [UInt8], _ name: StaticString, decimal value: Int) {
+        out.append(ascii: name)
+        out.append(ascii: ": ")
+        out.append(decimal: value)
+        out.append(ascii: "\r\n")
+    }
+
+    /// "Content-Range: bytes a-b/size"
+    static func contentRange(_ out: inout [UInt8], _ range: Range<Int>, of size: Int) {
+        out.append(ascii: "Content-Range: bytes ")
+        out.append(decimal: range.lowerBound)
+        out.append(45)
+        out.append(decimal: range.upperBound - 1)
+        out.append(47)
+        out.append(decimal: size)
+        out.append(ascii: "\r\n")
+    }
+
+    /// Ends the head: `Connection: close` when the server will close, `keep-alive` for an
+    /// HTTP/1.0 client that stays, nothing otherwise (HTTP/1.1's default).
+    static func end(_ out: inout [UInt8], closing: Bool, http10: Bool) {
+        if closing {
+            out.append(ascii: "Connection: close\r\n")
+        } else if http10 {
+            out.append(ascii: "Connection: keep-alive\r\n")
+        }
+        out.append(ascii: "\r\n")
+    }
+
+    /// A whole error response (head and HTML page) for a socket that has no exchange: the 503
+    /// sent to a connection over `--max-connections`.
+    static func standalone(_ status: HTTPStatus, extra: StaticString, date: borrowing DateCache) -> [UInt8] {
+        var out: [UInt8] = []
+        let page = StatusTable.shared.errorPage(status)
+        begin(&out, code: status.rawValue, date: date)
+        out.append(ascii: extra)
+        field(&out, "Content-Type", ascii: "text/html; charset=utf-8")
+        field(&out, "Content-Length", decimal: page.count)
+        end(&out, closing: true, http10: false)
+        out.append(contentsOf: page)
+        return out
+    }
+}

@@ -1,0 +1,108 @@
+import Logging
+import Synchronization
+
+/// The plugins' side of the control thread: it owns the current route table, reloads on SIGHUP,
+/// publishes each new table to every worker and unloads versions nobody uses any more.
+///
+/// Loading, `init`, `shutdown` and `dlclose` all run on the control thread, never on a serving
+/// thread. Workers only ever see immutable `RouteTable` snapshots, installed by a function posted
+/// to their loop; `release` is the one method called from worker threads.
+final class PluginHost: @unchecked Sendable {
+    private let control: EventLoop
+    private let loader: PluginLoader?
+    private let logger: Logger
+    /// Set once, before any worker thread starts; read-only afterwards.
+    private var workers: [Worker] = []
+    /// The table most recently published. Control thread only.
+    private(set) var table: RouteTable
+    /// Retired versions still loaded (their last users are finishing). Control thread only.
+    private var retired: [LoadedPlugin] = []
+
+    init(control: EventLoop, loader: PluginLoader?, table: RouteTable, logger: Logger) {
+        self.control = control
+        self.loader = loader
+        self.table = table
+        self.logger = logger
+    }
+
+    /// Each worker starts holding `table`: one use per worker for every plugin in it.
+    func attach(_ workers: [Worker]) {
+        self.workers = workers
+        for p in table.plugins { p.addUses(workers.count) }
+    }
+
+    /// A worker or a request let go of a version. Any thread.
+    func release(_ plugin: LoadedPlugin) {
+        guard plugin.dropUse() else { return }
+        let host = self
+        control.post { host.unload(plugin) }
+    }
+
+    /// SIGHUP: re-scan the folder and publish the new table. Control thread.
+    func reload() {
+        guard let loader else {
+            logger.notice("SIGHUP: no plugins folder to reload")
+            return
+        }
+        logger.notice("SIGHUP: reloading plugins from \(loader.directory)")
+        let next = loader.reload(current: table)
+        for p in next.plugins { p.addUses(workers.count) }
+        let gone = table.plugins.filter { old in !next.plugins.contains { $0 === old } }
+        table = next
+        // Retire before publishing: a worker's drop of its hold can then find the flag set.
+        for p in gone {
+            retired.append(p)
+            if p.retire() { unload(p) }
+        }
+        for worker in workers {
+            worker.loop.post { worker.install(next) }
+        }
+    }
+
+    /// Shutdown now; dlclose once every loop has run what was posted to it before, so a
+    /// function the plugin posted (with alive = 0 by then) still finds its code. Control thread.
+    private func unload(_ plugin: LoadedPlugin) {
+        guard plugin.isLoaded else { return }
+        plugin.shutdown()
+        let pending = Barrier(count: workers.count)
+        let host = self
+        for worker in workers {
+            worker.loop.post {
+                if pending.arrive() { host.control.post { host.finishUnload(plugin) } }
+            }
+        }
+    }
+
+    private func finishUnload(_ plugin: LoadedPlugin) {
+        plugin.closeLibrary(logger: logger)
+        retired.removeAll { $0 === plugin }
+    }
+
+    /// At exit, after every worker thread has ended: work still posted runs (with alive = 0),
+    /// then every plugin's shutdown, then what those shutdowns posted, then dlclose.
+    func unloadAllAtExit() {
+        drainEverything()
+        let all = table.plugins + retired
+        for p in all { p.shutdown() }
+        drainEverything()
+        for p in all { p.closeLibrary(logger: logger) }
+        retired = []
+        loader?.removeCopies()
+    }
+
+    private func drainEverything() {
+        for _ in 0..<100 {
+            var ran = false
+            for worker in workers { ran = worker.loop.runRemainingPosted() || ran }
+            ran = control.runRemainingPosted() || ran
+            if !ran { return }
+        }
+    }
+}
+
+/// Counts arrivals from several threads; `arrive` is true for the last one.
+private final class Barrier: Sendable {
+    private let remaining: Atomic<Int>
+    init(count: Int) { remaining = Atomic(count) }
+    func arrive() -> Bool { remaining.wrappingSubtract(1, ordering: .acquiringAndReleasing).newValue == 0 }
+}
