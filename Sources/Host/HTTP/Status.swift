@@ -72,8 +72,8 @@ enum HTTPStatus: Int, Sendable {
         return HTTPStatus(rawValue: code) ?? (code < 500 ? .badRequest : .internalServerError)
     }
 
-    /// Statuses that never carry a body (RFC 9110 §6.4.1).
-    var forbidsBody: Bool { rawValue < 200 || self == .noContent || self == .notModified }
+    /// Status codes whose responses never carry a body (RFC 9110 §6.4.1), named or not.
+    static func forbidsBody(_ code: Int) -> Bool { code < 200 || code == 204 || code == 304 }
 }
 
 /// Pre-rendered bytes per status, built once at start-up and shared read-only by all workers.

@@ -25,7 +25,6 @@ struct PluginExchange {
     var finished = false
     var terminated = false
     var failedAfterHead = false
-    var aborted = false
     /// The outstanding part: framed (its chunk-size line queued), and how to give it back.
     var partQueued = false
     var partFramed = false
@@ -299,7 +298,7 @@ extension Exchange {
     }
 
     /// 204 and 304 responses have no body (RFC 9110 §6.4.1): parts are taken and dropped.
-    private var statusForbidsBody: Bool { plugin.status == 204 || plugin.status == 304 }
+    private var statusForbidsBody: Bool { HTTPStatus.forbidsBody(plugin.status) }
 
     private func acceptPart(_ p: aws_part) {
         plugin.partRelease = p.release

@@ -26,6 +26,16 @@
  *     that may be called from any thread).
  *   - All other host functions must be called on the loop thread, from inside a callback or a
  *     posted function.
+ *   - The server runs N event loops (`--workers N`, default one per CPU), each on its own
+ *     thread. A request lives on one loop from start to end: all its callbacks and the
+ *     functions posted for it run on that loop's thread. Different requests of the same plugin
+ *     run on different loops AT THE SAME TIME, so anything a plugin shares between requests
+ *     (globals, counters, caches) may be touched by several threads at once and needs its own
+ *     locking or atomics. `init` and `shutdown` run on the server's control thread, never
+ *     concurrently with each other, and `init` finishes before any request reaches the plugin.
+ *   - A host function given a live handle on another loop's thread, or on any thread that runs
+ *     no loop (a plugin's own), returns AWS_E_THREAD; an ended handle on a loop thread returns
+ *     AWS_E_GONE.
  *   - The host never calls into a plugin from inside a host function: e.g. `send_part` never
  *     calls `on_proceed` before it returns. Callbacks happen only after the current one returned.
  *
@@ -331,12 +341,15 @@ typedef struct aws_plugin_descriptor {
     const char *name;       /* a short name for logs; the host uses the file name if NULL */
     const char *version;    /* the plugin's own version string, for logs */
 
-    /* Called once after loading, on the main thread before serving starts (or on reload).
+    /* Called once after loading, on the server's control thread (not a loop thread), before
+     * serving starts or, on reload, before the new version receives any request.
      * Register routes here. Return 0, or non-zero to refuse to load (the host logs it and
      * skips the plugin). `host` and `ctx` stay valid until the plugin is unloaded. */
     int (*init)(const aws_host_api *host, aws_plugin_ctx *ctx);
 
-    /* Called once before unloading, when no request uses the plugin any more. May be NULL. */
+    /* Called once before unloading, on the control thread, when no request on any loop uses
+     * the plugin any more (or at exit). Functions the plugin posted before it returns still run
+     * (with alive = 0) before the library is unmapped. May be NULL. */
     void (*shutdown)(aws_plugin_ctx *ctx);
 } aws_plugin_descriptor;
 
