@@ -227,30 +227,12 @@ extension Exchange {
     /// Whether a comma-separated list of entity tags (or "*") contains `etag`. The weak
     /// comparison ignores a `W/` prefix; the strong one never matches a weak tag.
     private func entityTagList(_ span: Range<Int>, matches etag: [UInt8], weak: Bool) -> Bool {
-        let s = request.storage
-        var i = span.lowerBound
-        while i < span.upperBound {
-            while i < span.upperBound && (s[i] == 32 || s[i] == 9 || s[i] == 44) { i += 1 }
-            guard i < span.upperBound else { break }
-            if s[i] == 42 { return true }  // "*": any current representation
-            var isWeak = false
-            if s[i] == 87 && i + 1 < span.upperBound && s[i + 1] == 47 { isWeak = true; i += 2 }
-            let start = i
-            if i < span.upperBound && s[i] == 34 {
-                i += 1
-                while i < span.upperBound && s[i] != 34 { i += 1 }
-                if i < span.upperBound { i += 1 }
-            } else {
-                while i < span.upperBound && s[i] != 44 { i += 1 }
-            }
-            if (weak || !isWeak) && s[start..<i].elementsEqual(etag) { return true }
-        }
-        return false
+        EntityTags.list(request.storage[span], contains: etag, weak: weak)
     }
 
     // MARK: ranges (RFC 9110 §14)
 
-    enum RangeSelection { case whole, partial(Range<Int>), unsatisfiable }
+    typealias RangeSelection = ByteRanges.Selection
 
     private func selectRange(size: Int, validators v: Validators) -> RangeSelection {
         guard request.method == HTTP_GET, let header = request.value(.range) else { return .whole }
@@ -262,50 +244,6 @@ extension Exchange {
                 return .whole
             }
         }
-        let s = request.storage
-        let prefix: [UInt8] = Array("bytes=".utf8)
-        guard header.count > prefix.count else { return .whole }
-        for (k, c) in prefix.enumerated() where ASCII.lower(s[header.lowerBound + k]) != c { return .whole }
-
-        var selected: Range<Int>?
-        var count = 0
-        var i = header.lowerBound + prefix.count
-        while i < header.upperBound {
-            while i < header.upperBound && (s[i] == 32 || s[i] == 9) { i += 1 }
-            var first: Int?, last: Int?
-            var digits = 0
-            var n = 0
-            while i < header.upperBound, s[i] >= 48, s[i] <= 57 { n = n &* 10 &+ Int(s[i] - 48); digits += 1; i += 1 }
-            if digits > 0 { first = digits > 18 ? Int.max : n }
-            guard i < header.upperBound, s[i] == 45 else { return .whole }  // malformed: ignore Range
-            i += 1
-            digits = 0; n = 0
-            while i < header.upperBound, s[i] >= 48, s[i] <= 57 { n = n &* 10 &+ Int(s[i] - 48); digits += 1; i += 1 }
-            if digits > 0 { last = digits > 18 ? Int.max : n }
-            while i < header.upperBound && (s[i] == 32 || s[i] == 9) { i += 1 }
-            if i < header.upperBound {
-                guard s[i] == 44 else { return .whole }
-                i += 1
-            }
-            count += 1
-            var r: Range<Int>?
-            switch (first, last) {
-            case let (f?, l?):
-                guard l >= f else { return .whole }  // invalid range-spec: ignore the header
-                if f < size { r = f..<(min(l, size - 1) + 1) }
-            case let (f?, nil):
-                if f < size { r = f..<size }
-            case let (nil, l?):
-                if l > 0 && size > 0 { r = (size - min(l, size))..<size }
-            case (nil, nil):
-                return .whole
-            }
-            if let r { selected = selected == nil ? r : selected }
-        }
-        guard count > 0 else { return .whole }
-        guard let selected else { return .unsatisfiable }
-        // Several ranges are answered with the whole representation (200), which RFC 9110 §14.2
-        // allows; it spares clients a multipart body and the server a second copy path.
-        return count == 1 ? .partial(selected) : .whole
+        return ByteRanges.select(request.storage[header], size: size)
     }
 }
