@@ -34,5 +34,7 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(name: "HelloPlugin", dependencies: ["PluginAPI"], path: "Plugins/hello"),
+        // Unit tests of the host's pure functions (`make unit`); Tests/*.py are the end-to-end suite.
+        .testTarget(name: "HostTests", dependencies: ["Host"], path: "Tests/HostTests"),
     ]
 )
