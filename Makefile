@@ -42,8 +42,20 @@ run: build plugins
 unit: deps
 	$(SWIFT) test --disable-xctest
 
+# The suite runs twice: with the server's defaults (--workers auto: one worker per CPU) and with
+# one worker. AWS_TEST_ARGS is appended to every server's arguments (Tests/awstest.py); a test's
+# own options win over it. Both passes always run; the target fails if either failed.
+# PYTEST_ARGS passes extra pytest options to both (e.g. PYTEST_ARGS="-k workers -x").
+PYTEST_ARGS ?=
 test: unit build plugins
-	AWS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q Tests
+	@rc=0; \
+	echo "=== make test: pass 1 of 2, default workers (AWS_TEST_ARGS empty) ==="; \
+	AWS_TEST_ARGS= AWS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q Tests $(PYTEST_ARGS) || rc=1; \
+	echo "=== make test: pass 2 of 2, AWS_TEST_ARGS=\"--workers 1\" ==="; \
+	AWS_TEST_ARGS="--workers 1" AWS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q Tests $(PYTEST_ARGS) || rc=1; \
+	if [ $$rc = 0 ]; then echo "=== make test: both passes succeeded ==="; \
+	else echo "=== make test: FAILED (see the pass above that failed) ==="; fi; \
+	exit $$rc
 
 bench: plugins
 	bash bench/run.sh

@@ -9,6 +9,7 @@ import atexit
 import hashlib
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
@@ -53,6 +54,50 @@ SECRET_MARKER = b"unreadable-secret-5d21e0\n"
 
 def aws_bin() -> str:
     return os.environ.get("AWS_BIN") or os.path.join(REPO, ".build", "release", "aws")
+
+
+# --------------------------------------------------------------------------------------
+# AWS_TEST_ARGS: extra server arguments for a whole run
+# --------------------------------------------------------------------------------------
+#
+# `make test` runs the suite twice: once as is (the default, --workers auto) and once with
+# AWS_TEST_ARGS="--workers 1". The variable is split like a shell command line (shlex) and
+# goes into every server command built by Server.cmd (and pluginutil.run_until_exit), right
+# after --root/--port/--address and BEFORE the test's own arguments.
+#
+# A test that sets an option itself keeps its own value, for two reasons at once:
+#   1. options from AWS_TEST_ARGS that the test also passes are dropped (matched by name,
+#      `--workers 4` and `--workers=4` alike; a name's values are the tokens after it up to
+#      the next one starting with "-");
+#   2. the test's arguments come last, and swift-argument-parser takes the LAST value of a
+#      repeated single-value option (checked: `--max-connections 0 --max-connections 5`
+#      starts, the reverse is refused), so even a missed duplicate resolves to the test's.
+# So a test with `--workers 4` runs with 4 workers in both passes. A test that must see the
+# server's true defaults (e.g. that no --workers means one worker per CPU) passes
+# test_args=False to Server (or make_server) and gets none of AWS_TEST_ARGS.
+
+def _option_name(token: str) -> str | None:
+    if token.startswith("--"):
+        return token.split("=", 1)[0]
+    return None
+
+
+def aws_test_args(own_args=()) -> list:
+    """AWS_TEST_ARGS as a list, without the options that `own_args` sets itself."""
+    extra = shlex.split(os.environ.get("AWS_TEST_ARGS", ""))
+    own = {n for n in map(_option_name, own_args) if n}
+    out, i = [], 0
+    while i < len(extra):
+        group = [extra[i]]
+        i += 1
+        if "=" not in group[0]:
+            while i < len(extra) and not extra[i].startswith("-"):
+                group.append(extra[i])
+                i += 1
+        if _option_name(group[0]) not in own:
+            out += group
+    return out
+
 
 
 def sha256(data: bytes) -> str:
@@ -317,9 +362,10 @@ class Server:
     """The real aws binary on a free loopback port. `prefix` wraps the command (e.g. strace)."""
 
     def __init__(self, root: str, args=(), prefix=(), log_dir: str | None = None,
-                 ready_timeout: float = 10.0, name: str = "aws"):
+                 ready_timeout: float = 10.0, name: str = "aws", test_args: bool = True):
         self.root = root
         self.args = list(args)
+        self.use_test_args = test_args   # append AWS_TEST_ARGS (see aws_test_args() above)
         self.prefix = list(prefix)
         if log_dir is None:
             log_dir = tempfile.mkdtemp(prefix="aws-log-")
@@ -336,8 +382,9 @@ class Server:
 
     @property
     def cmd(self):
+        extra = aws_test_args(self.args) if self.use_test_args else []
         return [*self.prefix, aws_bin(), "--root", self.root, "--port", str(self.port),
-                "--address", HOST, *self.args]
+                "--address", HOST, *extra, *self.args]
 
     def start(self) -> "Server":
         binary = aws_bin()

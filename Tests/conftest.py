@@ -6,6 +6,10 @@ Fixtures:
                fails with the server's stderr and the next test gets a fresh server.
   make_server  factory for extra servers with extra args / a command prefix (strace);
                each is stopped at the end of the test and must not have crashed.
+
+Every server gets the arguments in the environment variable AWS_TEST_ARGS (shell-split) before
+its own (see awstest.aws_test_args); `make test` runs the suite once without and once with
+AWS_TEST_ARGS="--workers 1". The header pytest prints says which.
 """
 
 import os
@@ -17,6 +21,20 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import awstest  # noqa: E402
+
+
+def pytest_report_header(config):
+    extra = os.environ.get("AWS_TEST_ARGS", "")
+    return [f"aws binary: {awstest.aws_bin()}",
+            f"AWS_TEST_ARGS: {extra!r} (appended to every server's arguments)" if extra
+            else "AWS_TEST_ARGS: none (servers run with their defaults, e.g. --workers auto)"]
+
+
+def pytest_terminal_summary(terminalreporter):
+    # Shown with -q too (the header is not): says which pass of `make test` this was.
+    extra = os.environ.get("AWS_TEST_ARGS", "")
+    terminalreporter.write_line(f"aws servers ran with AWS_TEST_ARGS={extra!r}" if extra
+                                else "aws servers ran with their defaults (AWS_TEST_ARGS empty)")
 
 
 @pytest.fixture(scope="session")
@@ -78,16 +96,20 @@ def server(_shared):
 
 @pytest.fixture
 def make_server(docroot, log_dir):
-    """make_server(args=[...], prefix=[...], root=None) -> started awstest.Server."""
+    """make_server(args=[...], prefix=[...], root=None, test_args=True) -> started awstest.Server.
+    test_args=False: without AWS_TEST_ARGS (for tests of the server's own defaults)."""
     started = []
 
-    def factory(args=(), prefix=(), root=None, ready_timeout=10.0, name="extra"):
+    def factory(args=(), prefix=(), root=None, ready_timeout=10.0, name="extra", test_args=True):
         srv = awstest.Server(root or docroot.root, args=args, prefix=prefix, log_dir=log_dir,
-                             ready_timeout=ready_timeout, name=name)
+                             ready_timeout=ready_timeout, name=name, test_args=test_args)
         started.append(srv)
         try:
             srv.start()
         except RuntimeError as e:
+            # Already reported here, and the process is gone (start() kills one that never
+            # became ready): not again as a teardown error.
+            started.remove(srv)
             pytest.fail(str(e), pytrace=False)
         return srv
 

@@ -213,8 +213,9 @@ def run_until_exit(folder: str, config: dict | None = None, extra=(), root: str 
                    timeout: float = 10.0):
     """Runs the server with a plugins folder that is expected to make it exit at start-up.
     Returns (returncode, output). Fails if it is still running after `timeout` seconds."""
+    args = server_args(folder, config, extra)
     cmd = [awstest.aws_bin(), "--root", root or small_root(), "--port", str(awstest.free_port()),
-           "--address", HOST, *server_args(folder, config, extra)]
+           "--address", HOST, *awstest.aws_test_args(args), *args]
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:

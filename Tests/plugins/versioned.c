@@ -57,6 +57,10 @@ typedef struct slow {
     char line[64];
 } slow;
 
+/* Requests of /versioned/slow in flight. With several workers, on_request and on_end run on
+ * several loop threads at once: the table is shared, so it has a lock (a slot's `slow` itself
+ * is touched only on its request's loop thread). */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static slow *live[64];
 
 static void release(slow *s) {
@@ -123,16 +127,19 @@ static int on_request(aws_request req, const aws_request_view *view, void *user)
     (void)user;
     if (str_eq(view->path, "/versioned")) return reply_text(req, 200, "version " VERSION "\n");
     if (str_eq(view->path, "/versioned/slow")) {
-        int slot = -1;
-        for (int i = 0; i < 64; i++) if (!live[i]) { slot = i; break; }
-        if (slot < 0) return 503;
         slow *s = calloc(1, sizeof *s);
+        if (!s) return 503;
         s->req = req;
         s->parts = (int)query_long(view->query, "parts", 10);
         s->ms = (int)query_long(view->query, "ms", 100);
         if (s->parts < 1) s->parts = 1;
         s->refs = 2;
-        live[slot] = s;
+        int slot = -1;
+        pthread_mutex_lock(&live_lock);
+        for (int i = 0; i < 64; i++) if (!live[i]) { slot = i; break; }
+        if (slot >= 0) live[slot] = s;
+        pthread_mutex_unlock(&live_lock);
+        if (slot < 0) { free(s); return 503; }
         host->set_request_data(req, s);
         host->add_header(req, cstr("Content-Type"), cstr("text/plain"));
         host->add_header(req, cstr("X-Version"), cstr(VERSION));
@@ -159,13 +166,17 @@ static void on_proceed(aws_request req, void *user) {
 
 static void on_end(aws_request req, void *user) {
     (void)user;
+    slow *found = NULL;
+    pthread_mutex_lock(&live_lock);
     for (int i = 0; i < 64; i++) {
         if (live[i] && live[i]->req == req) {
-            slow *s = live[i];
+            found = live[i];
             live[i] = NULL;
-            release(s);
+            break;
         }
     }
+    pthread_mutex_unlock(&live_lock);
+    if (found) release(found);
 }
 
 static const aws_handler handler = {
