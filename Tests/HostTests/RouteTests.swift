@@ -130,13 +130,4 @@ private func describe(_ r: (route: Route?, pathOwned: Bool)) -> String {
         #expect(routes.map { $0.matches(method: HTTP_HEAD) } == [true, false, true, false])
         #expect(routes.map { $0.matches(method: HTTP_POST) } == [false, true, true, false])
     }
-
-    @Test func overlaps() {
-        let r = plugin("p", [("GET", "/a"), ("POST", "/a"), (nil, "/a"), ("GET", "/a*"), ("GET", "/b")]).routes
-        #expect(r[0].overlaps(r[0]))
-        #expect(!r[0].overlaps(r[1]))
-        #expect(r[0].overlaps(r[2]) && r[2].overlaps(r[1]))
-        #expect(!r[0].overlaps(r[3]))
-        #expect(!r[0].overlaps(r[4]))
-    }
 }

@@ -79,7 +79,7 @@ final class Connection: EventHandler, Timed {
     /// Closes once the client has had the chance to read what was sent: with unread input on the
     /// socket a plain close would reset the connection and could destroy the response in flight.
     func closeGracefully() {
-        if (exchange?.inputIsClean ?? true) && !Sys.hasUnreadInput(fd) {
+        if (exchange?.inputIsClean ?? true) && !transport.hasUnreadInput() {
             close()
             return
         }

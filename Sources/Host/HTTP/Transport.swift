@@ -35,4 +35,8 @@ struct Transport {
 
     /// Ends our sending side (a TLS transport sends close_notify first).
     func shutdownWrite() { Sys.shutdownWrite(fd) }
+
+    /// Whether the peer sent bytes we have not read (closing now would send a reset that can
+    /// destroy the response still in flight).
+    func hasUnreadInput() -> Bool { Sys.hasUnreadInput(fd) }
 }

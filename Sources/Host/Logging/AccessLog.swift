@@ -45,10 +45,20 @@ final class AccessLog {
         if buffer.count >= 16 * 1024 { flush() }
     }
 
+    /// Writes the buffered lines. Every worker writes to the same descriptor: a write of at most
+    /// PIPE_BUF (4 KiB) bytes to a pipe is atomic, so each write is cut after a whole line within
+    /// that size, so lines of different workers never interleave (a line is at most about 1 KiB).
     func flush() {
         var sent = 0
+        let atomicWrite = 4096
         while sent < buffer.count {
-            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + sent, $0.count - sent) }
+            var end = min(buffer.count, sent + atomicWrite)
+            if end < buffer.count {
+                var cut = end
+                while cut > sent && buffer[cut - 1] != 10 { cut -= 1 }
+                if cut > sent { end = cut }
+            }
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + sent, end - sent) }
             if n <= 0 { break }  // a full or broken log must not stall the loop
             sent += n
         }
