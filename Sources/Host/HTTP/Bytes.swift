@@ -60,7 +60,9 @@ enum URLEncoding {
             switch b {
             case 48...57, 65...90, 97...122, 45, 46, 95, 126, 47:      // unreserved and '/'
                 out.append(b)
-            case 33, 36, 38, 39, 40, 41, 42, 43, 44, 59, 61, 58, 64 where !strict:  // sub-delims, ':' '@'
+            // Not `where !strict`: a case's `where` guards its last pattern only ('@').
+            case 33, 36, 38, 39, 40, 41, 42, 43, 44, 59, 61, 58, 64:  // sub-delims, ':' '@'
+                if strict { fallthrough }
                 out.append(b)
             default:
                 out.append(37)
