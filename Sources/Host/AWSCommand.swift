@@ -118,16 +118,19 @@ enum WorkerCount: ExpressibleByArgument {
 
     init?(argument: String) {
         if argument == "auto" { self = .auto; return }
-        guard let n = Int(argument), (1...1024).contains(n) else { return nil }
+        // Plugin handles carry the worker index in 8 bits.
+        guard let n = Int(argument), (1...WorkerCount.maximum).contains(n) else { return nil }
         self = .fixed(n)
     }
 
     var resolved: Int {
         switch self {
-        case .auto: Int(aws_cpu_count())
+        case .auto: min(Int(aws_cpu_count()), WorkerCount.maximum)
         case .fixed(let n): n
         }
     }
 
     var defaultValueDescription: String { "auto" }
+
+    static let maximum = 256
 }

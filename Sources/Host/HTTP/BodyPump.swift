@@ -46,8 +46,9 @@ final class BodyPump {
         bytesSent = 0
     }
 
+    /// Set the producer's state (its region) before: a producer given again is not released.
     func start(_ body: BodyProducer) {
-        release()
+        if producer !== body { release() }
         producer = body
     }
 

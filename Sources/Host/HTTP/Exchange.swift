@@ -111,14 +111,19 @@ final class Exchange {
         generation &+= 1
     }
 
-    /// Frees the buffers an exchange grew (the pool keeps only a few exchanges warm).
+    /// Frees the buffers an exchange grew (the pool keeps only a few exchanges warm). `pending`
+    /// stays: a close can return the exchange while `drive` still reads it. The plugin handle
+    /// generation stays too, so a handle of an earlier request on this slot never comes back.
     func shrink() {
-        pending = []
         sniff = []
         logLine = []
         request = RequestHead()
         pump.out = []
+        free(plugin.copyBuffer)
+        plugin.viewHeaders?.deallocate()
+        let generation = plugin.generation
         plugin = PluginExchange()
+        plugin.generation = generation
     }
 
     /// The connection is closing under this exchange: one log line for a request cut short,
@@ -265,7 +270,11 @@ final class Exchange {
             }
             guard isAttached else { return used }
             if responseReady && phase != .responding && phase != .plugin && phase != .readingBody {
-                if messageComplete || closeAfterResponse {
+                // A response that closes without reading the body starts now; otherwise the
+                // message is read to its end first (for a bodiless request: the head's last LF,
+                // which the head-complete pause leaves unconsumed), so no unread byte turns the
+                // close into a lingering one.
+                if messageComplete || (closeAfterResponse && request.hasBody) {
                     startResponding()
                 } else {
                     phase = .readingBody
@@ -461,9 +470,11 @@ final class Exchange {
             finishResponse()
         case .blocked:
             connection.setInterest(input.union(.writable))
+            guard isAttached else { return }  // epoll_ctl failed: the connection is closed
             connection.setDeadline(worker.config.sendTimeout)
         case .waiting:
             connection.setInterest(input)
+            guard isAttached else { return }
             if phase == .plugin && !pump.hasBody {
                 // Waiting for the plugin: no deadline once the request is in (a stream may be
                 // quiet for long); the body timeout while it is still arriving.
@@ -490,13 +501,13 @@ final class Exchange {
         if !messageComplete {
             phase = .drainingBody
             connection.setInterest(.readable)
-            connection.setDeadline(worker.config.bodyTimeout)
+            if isAttached { connection.setDeadline(worker.config.bodyTimeout) }
             return
         }
         // `drive` goes on with pipelined input, or makes the connection idle.
         phase = .ready
         connection.setInterest(.readable)
-        connection.setDeadline(worker.config.keepAliveTimeout)
+        if isAttached { connection.setDeadline(worker.config.keepAliveTimeout) }
     }
 
     // MARK: building responses

@@ -14,7 +14,8 @@ struct HTTP1Decoder: ~Copyable {
         case needMore
         /// The head is complete after `consumed` bytes (then read `method`, `contentLength` ...).
         case headComplete(consumed: Int)
-        /// Body bytes (chunked framing removed), inside the bytes given, ending at `consumed`.
+        /// Body bytes (chunked framing removed), inside the bytes given; go on from `consumed`
+        /// (which may leave the body's last byte to be counted by the next event).
         case body(UnsafeRawBufferPointer, consumed: Int)
         /// The message ended after `consumed` bytes; the rest belongs to the next request.
         case messageComplete(consumed: Int)

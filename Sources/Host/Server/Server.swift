@@ -61,7 +61,10 @@ final class Server {
         for worker in workers {
             let logger = self.logger
             threads.append(try WorkerThread.spawn(name: "aws-worker-\(worker.index)") {
-                do { try worker.run() } catch { logger.critical("worker \(worker.index): \(error)") }
+                do { try worker.run() } catch {
+                    logger.critical("worker \(worker.index): \(error)")
+                    worker.stopAccepting()
+                }
                 running.workerEnded()
             })
         }
@@ -163,7 +166,7 @@ final class Server {
             limit.rlim_cur = limit.rlim_max
             _ = setrlimit(RLIMIT_NOFILE_CONSTANT, &limit)
         }
-        let needed = rlim_t(config.maxConnections) + 1024 + 64
+        let needed = rlim_t(config.maxConnections) + rlim_t(config.workers) * (1024 + 64)
         if limit.rlim_cur < needed {
             logger.warning("descriptor limit \(limit.rlim_cur) is below --max-connections \(config.maxConnections) plus the file cache; accepts may fail with EMFILE (raise ulimit -n)")
         }

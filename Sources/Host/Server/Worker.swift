@@ -138,8 +138,8 @@ final class Worker: @unchecked Sendable {
             }
             connections[Int(fd)] = connection
             openConnections += 1
-            // With TCP_DEFER_ACCEPT the request is usually here already: answer it before the
-            // socket ever enters epoll; only a connection that stays open is registered.
+            // The request is often here already (always with --defer-accept): answer it before
+            // the socket ever enters epoll; only a connection that stays open is registered.
             connection.readAvailable()
             if connection.isOpen {
                 do {
@@ -168,6 +168,15 @@ final class Worker: @unchecked Sendable {
         if isShuttingDown && openConnections == 0 { loop.stop() }
     }
 
+    /// Closes this worker's listener (a shared one only leaves this loop): the kernel then sends
+    /// new connections to the other workers.
+    func stopAccepting() {
+        guard let listener else { return }
+        listener.unwatch(in: loop)
+        listener.socket.closeIfOwned()
+        self.listener = nil
+    }
+
     // MARK: exchanges
 
     /// An exchange for a connection that has a request to serve.
@@ -194,11 +203,7 @@ final class Worker: @unchecked Sendable {
         guard !isShuttingDown else { return }
         isShuttingDown = true
         shutdownDeadline = loop.now + config.shutdownGrace
-        if let listener {
-            listener.unwatch(in: loop)
-            listener.socket.closeIfOwned()
-            self.listener = nil
-        }
+        stopAccepting()
         for case let c? in connections where c.isOpen {
             if let x = c.exchange, x.phase == .responding || x.phase == .plugin { continue }
             c.close()

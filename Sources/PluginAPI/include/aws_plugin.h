@@ -33,9 +33,9 @@
  *     (globals, counters, caches) may be touched by several threads at once and needs its own
  *     locking or atomics. `init` and `shutdown` run on the server's control thread, never
  *     concurrently with each other, and `init` finishes before any request reaches the plugin.
- *   - A host function given a live handle on another loop's thread, or on any thread that runs
- *     no loop (a plugin's own), returns AWS_E_THREAD; an ended handle on a loop thread returns
- *     AWS_E_GONE.
+ *   - A host function given a live handle on another loop's thread, or a handle that was once
+ *     valid on any thread that runs no loop (a plugin's own), returns AWS_E_THREAD; an ended
+ *     handle on a loop thread returns AWS_E_GONE.
  *   - The host never calls into a plugin from inside a host function: e.g. `send_part` never
  *     calls `on_proceed` before it returns. Callbacks happen only after the current one returned.
  *
