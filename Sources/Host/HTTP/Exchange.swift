@@ -131,7 +131,8 @@ final class Exchange {
     func connectionClosing() {
         if headComplete && !requestLogged { logAccess() }
         if plugin.route != nil {
-            endPluginRequest(aborted: !(plugin.finished && plugin.terminated && !pump.outPending && !pump.hasBody))
+            endPluginRequest(aborted: !((plugin.response == .complete || plugin.response == .failed(from: .complete))
+                                         && !pump.outPending && !pump.hasBody))
         }
         pump.release()
     }

@@ -5,7 +5,7 @@ import CHTTPParser
 /// as JSON when the client asks for it.
 extension Exchange {
     func respondWithFunction(_ function: FFIFunction) {
-        plugin.dispatched = true
+        plugin.stage = .settled  // answered by the host: the plugin's code sees no request
         guard request.method == HTTP_GET || request.method == HTTP_HEAD || request.method == HTTP_POST else {
             finishFunction { $0.respondWithError(.methodNotAllowed, allow: "GET, HEAD, POST") }
             return

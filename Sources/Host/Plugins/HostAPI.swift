@@ -84,7 +84,7 @@ enum HostAPI {
             return .failure(worker.liveHandles.isLive(req, slot: slot) ? .wrongThread : .gone)
         }
         guard let x = worker.exchange(slot: slot), x.plugin.generation == gen,
-              x.plugin.active || (evenWhileEnding && x.plugin.ending) else { return .failure(.gone) }
+              x.plugin.stage == .active || (evenWhileEnding && x.plugin.stage == .ending) else { return .failure(.gone) }
         return .success(x)
     }
 

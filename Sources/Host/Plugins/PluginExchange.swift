@@ -2,36 +2,76 @@ import CHTTPParser
 import Glibc
 import PluginAPI
 
-/// A plugin request's state, kept in the connection and reset per request (its buffers are
+/// A plugin request's state, kept in the exchange and reset per request (its buffers are
 /// reused, so a plugin request allocates nothing the host can avoid).
+///
+/// Three small state machines, one per concern, because they move independently: where the
+/// request is in its life (`stage`), what the plugin has said of its response (`response`),
+/// and the pull cycle of body parts (`part`).
 struct PluginExchange {
+    /// The request's life, as the plugin sees it.
+    enum Stage {
+        /// Routed, on_request not called yet (a buffered body is still arriving).
+        case routed
+        /// on_request took the request; on_end has not been called yet.
+        case active
+        /// on_abort / on_end are running: the handle still reaches the request's data and
+        /// scratch, but nothing else.
+        case ending
+        /// Over for the plugin: refused by on_request, answered by a function endpoint, or ended.
+        case settled
+    }
+
+    /// What the plugin has said of its response.
+    enum Response: Equatable {
+        /// Nothing sent: status and headers may still change.
+        case open
+        /// finish came before any part made the head go out; `intact` is false when the body
+        /// is not the declared length (the connection then closes after it).
+        case finishedBeforeHead(intact: Bool)
+        /// The head is rendered; more parts may come.
+        case streaming
+        /// finish was called after the head; the body's end is still to be queued.
+        case finishing
+        /// Everything is queued: the last chunk, or the host's error page instead of the response.
+        case complete
+        /// The response broke after its head (fail, misuse, a short body): the connection closes
+        /// once the outstanding part is out. `from` says how far it had come.
+        case failed(from: FailedFrom)
+    }
+
+    enum FailedFrom: Equatable { case streaming, finishCalled, complete }
+
+    /// The pull cycle of body parts.
+    enum Part {
+        /// No part outstanding, none sent since the last on_proceed.
+        case none
+        /// Taken by send_part, not yet framed.
+        case queued
+        /// Its chunk-size line (if chunked) is queued; it is being sent.
+        case framed
+        /// The last part is sent: on_proceed is due.
+        case proceedDue
+        var isOutstanding: Bool { self == .queued || self == .framed }
+    }
+
     var route: Route?
     var handler: PluginHandler?
     var function: FFIFunction?
     var generation: UInt32 = 0
     var handle: aws_request = 0
-    /// on_request accepted the request and on_end has not been called yet.
-    var active = false
-    /// on_abort / on_end are running: the handle still reaches the request's data and scratch,
-    /// but nothing else.
-    var ending = false
-    /// on_request has been called (buffered routes call it once the body is complete).
-    var dispatched = false
+    var stage = Stage.settled
+    var response = Response.open
+    var part = Part.none
+    /// The rendered head chose chunked framing (HTTP/1.1, no length known).
+    var chunked = false
     var status = 200
     var headers: [UInt8] = []
     var declaredLength: UInt64?
-    var headRendered = false
-    var chunked = false
-    var finished = false
-    var terminated = false
-    var failedAfterHead = false
-    /// The outstanding part: framed (its chunk-size line queued), and how to give it back.
-    var partQueued = false
-    var partFramed = false
+    /// The outstanding part's length and how to give it back.
     var partLength = 0
     var partRelease: (@convention(c) (UnsafeMutableRawPointer?) -> Void)?
     var partReleaseContext: UnsafeMutableRawPointer?
-    var proceedDue = false
     var bytesQueued: UInt64 = 0
     var userData: UnsafeMutableRawPointer?
     var scratch: [UnsafeMutableRawPointer] = []
@@ -44,6 +84,25 @@ struct PluginExchange {
     var remote: [UInt8] = []
     var viewHeaders: UnsafeMutablePointer<aws_header>?
     var viewHeaderCapacity = 0
+}
+
+extension PluginExchange.Response {
+    var headRendered: Bool {
+        switch self {
+        case .open, .finishedBeforeHead: false
+        default: true
+        }
+    }
+
+    /// finish (or fail) was called, or the host answered instead.
+    var finishCalled: Bool {
+        switch self {
+        case .open, .streaming, .failed(from: .streaming): false
+        default: true
+        }
+    }
+
+    var isFailed: Bool { if case .failed = self { true } else { false } }
 }
 
 extension Exchange {
@@ -77,7 +136,7 @@ extension Exchange {
         plugin.generation = plugin.generation == UInt32.max ? 1 : plugin.generation + 1
         plugin.handle = HostAPI.handle(worker: worker.index, slot: slot, generation: plugin.generation)
         worker.liveHandles.set(plugin.handle, slot: slot)
-        plugin.dispatched = false
+        plugin.stage = .routed
         route.plugin.addUses(1)
         phase = .plugin
         switch route.target {
@@ -109,11 +168,10 @@ extension Exchange {
     /// Calls on_request with a view of the request.
     private func invokeOnRequest() {
         guard let handler = plugin.handler else { return }
-        plugin.dispatched = true
-        plugin.active = true
+        plugin.stage = .active
         let rc = withRequestView { view in handler.onRequest(plugin.handle, view, handler.user) }
         if rc != 0 {
-            plugin.active = false
+            plugin.stage = .settled
             let status = HTTPStatus.errorStatus(Int(rc))
             if !(400..<600).contains(Int(rc)) {
                 worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") on_request returned \(rc), not 0 or a 4xx/5xx status")
@@ -123,7 +181,7 @@ extension Exchange {
             phase = .responding
             return
         }
-        if requestHasBody && !messageComplete && !plugin.headRendered && !plugin.finished { sendContinueIfExpected() }
+        if requestHasBody && !messageComplete && plugin.response == .open { sendContinueIfExpected() }
     }
 
     /// Builds the borrowed `aws_request_view` and runs `body` with it.
@@ -179,18 +237,18 @@ extension Exchange {
     /// A piece of the body arrived for a plugin route.
     func pluginBody(_ bytes: UnsafeRawBufferPointer) {
         guard let route = plugin.route else { return }
-        if route.buffersBody && !plugin.dispatched {
+        if route.buffersBody && plugin.stage == .routed {
             plugin.body.append(contentsOf: bytes)
             return
         }
-        guard plugin.active, let handler = plugin.handler, let onBody = handler.onBody, bytes.count > 0 else { return }
+        guard plugin.stage == .active, let handler = plugin.handler, let onBody = handler.onBody, bytes.count > 0 else { return }
         onBody(plugin.handle, bytes.baseAddress, bytes.count, 0, handler.user)
     }
 
     /// The request's message is complete: buffered routes run now; streaming ones get last=1.
     func pluginMessageComplete() {
         guard let route = plugin.route else { return }
-        if !plugin.dispatched {
+        if plugin.stage == .routed {
             if let f = plugin.function {
                 respondWithFunction(f)
             } else if route.buffersBody {
@@ -198,7 +256,7 @@ extension Exchange {
             }
             return
         }
-        guard plugin.active, requestHasBody, let handler = plugin.handler, let onBody = handler.onBody else { return }
+        guard plugin.stage == .active, requestHasBody, let handler = plugin.handler, let onBody = handler.onBody else { return }
         onBody(plugin.handle, nil, 0, 1, handler.user)
     }
 
@@ -206,14 +264,14 @@ extension Exchange {
     // the plugin's callback has returned, so the host never re-enters a plugin.
 
     func pluginSetStatus(_ status: Int) -> Int32 {
-        guard !plugin.headRendered, !plugin.finished else { return misuse("set_status after the head was sent") }
+        guard plugin.response == .open else { return misuse("set_status after the head was sent") }
         guard (200...599).contains(status) else { return Int32(AWS_E_INVALID) }  // no interim (1xx) responses
         plugin.status = status
         return Int32(AWS_OK)
     }
 
     func pluginAddHeader(_ name: aws_str, _ value: aws_str) -> Int32 {
-        guard !plugin.headRendered, !plugin.finished else { return misuse("add_header after the head was sent") }
+        guard plugin.response == .open else { return misuse("add_header after the head was sent") }
         guard let np = name.ptr, name.len > 0, name.len <= 8192, value.len >= 0, value.len <= 65536 else { return Int32(AWS_E_INVALID) }
         let n = UnsafeRawBufferPointer(start: np, count: name.len)
         let v = UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
@@ -229,7 +287,7 @@ extension Exchange {
     }
 
     func pluginSetContentLength(_ length: UInt64) -> Int32 {
-        guard !plugin.headRendered, !plugin.finished else { return misuse("set_content_length after the head was sent") }
+        guard plugin.response == .open else { return misuse("set_content_length after the head was sent") }
         guard length <= UInt64(Int64.max) else { return Int32(AWS_E_INVALID) }
         plugin.declaredLength = length
         return Int32(AWS_OK)
@@ -237,8 +295,8 @@ extension Exchange {
 
     func pluginSendPart(_ part: UnsafePointer<aws_part>?) -> Int32 {
         guard let part else { return Int32(AWS_E_INVALID) }
-        guard !plugin.finished else { return misuse("send_part after finish") }
-        guard !plugin.partQueued else { return misuse("send_part while a part is outstanding (wait for on_proceed)") }
+        guard !plugin.response.finishCalled else { return misuse("send_part after finish") }
+        guard !plugin.part.isOutstanding else { return misuse("send_part while a part is outstanding (wait for on_proceed)") }
         let p = part.pointee
         let length = p.length
         // Validate everything before taking the part: a refused part changes nothing. Sizes
@@ -304,35 +362,42 @@ extension Exchange {
         plugin.partRelease = p.release
         plugin.partReleaseContext = p.release_ctx
         plugin.partLength = p.length
-        plugin.partFramed = false
-        plugin.partQueued = true
-        plugin.proceedDue = false
+        plugin.part = .queued
         plugin.bytesQueued += UInt64(p.length)
     }
 
     func pluginFinish() -> Int32 {
-        guard !plugin.finished else { return misuse("finish called twice") }
-        plugin.finished = true
+        guard !plugin.response.finishCalled else { return misuse("finish called twice") }
+        var intact = true
         if let declared = plugin.declaredLength, plugin.bytesQueued != declared, !isHead {
             worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") finished after \(plugin.bytesQueued) of \(declared) declared bytes; closing")
-            plugin.failedAfterHead = true
+            intact = false
+        }
+        switch plugin.response {
+        case .open: plugin.response = .finishedBeforeHead(intact: intact)
+        case .streaming: plugin.response = intact ? .finishing : .failed(from: .finishCalled)
+        default: plugin.response = .failed(from: .finishCalled)  // failed while streaming
         }
         return Int32(AWS_OK)
     }
 
     func pluginFail(_ status: Int) -> Int32 {
-        guard !plugin.finished || !plugin.headRendered else { return misuse("fail after finish") }
-        if !plugin.headRendered {
-            plugin.finished = true
-            plugin.terminated = true
-            plugin.headRendered = true
-            discardQueuedBody()
-            respondWithError(HTTPStatus.errorStatus(status), close: requestHasBody && !messageComplete)
-        } else {
-            plugin.finished = true
-            plugin.failedAfterHead = true
+        switch plugin.response {
+        case .open, .finishedBeforeHead:
+            replaceWithError(HTTPStatus.errorStatus(status), close: requestHasBody && !messageComplete)
+        case .streaming, .failed(from: .streaming):
+            plugin.response = .failed(from: .finishCalled)
+        case .finishing, .complete, .failed:
+            return misuse("fail after finish")
         }
         return Int32(AWS_OK)
+    }
+
+    /// Before the head: the host's error page answers instead of the plugin.
+    private func replaceWithError(_ status: HTTPStatus, close: Bool = false) {
+        plugin.response = .complete
+        discardQueuedBody()
+        respondWithError(status, close: close)
     }
 
     func pluginRequestHeader(_ name: UnsafePointer<CChar>, _ found: UnsafeMutablePointer<Int32>?) -> aws_str {
@@ -355,19 +420,20 @@ extension Exchange {
 
     private func misuse(_ what: String) -> Int32 {
         worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") misuse: \(what); ending the request")
-        if plugin.headRendered { plugin.failedAfterHead = true } else if !plugin.finished {
-            plugin.finished = true
-            plugin.terminated = true
-            plugin.headRendered = true
-            discardQueuedBody()
-            respondWithError(.internalServerError)
+        switch plugin.response {
+        case .open: replaceWithError(.internalServerError)
+        case .finishedBeforeHead, .failed: break
+        case .streaming: plugin.response = .failed(from: .streaming)
+        case .finishing: plugin.response = .failed(from: .finishCalled)
+        case .complete: plugin.response = .failed(from: .complete)
         }
         return Int32(AWS_E_STATE)
     }
 
     private func discardQueuedBody() {
         pump.release()
-        plugin.partQueued = plugin.partRelease != nil  // its release still runs, after the callback
+        // A part with a release callback stays outstanding: its release runs after the callback.
+        if plugin.part.isOutstanding && plugin.partRelease == nil { plugin.part = .none }
         plugin.partLength = 0
     }
 
@@ -383,27 +449,27 @@ extension Exchange {
     /// Runs only outside plugin callbacks.
     func pluginFlush() -> Progress {
         while true {
-            if plugin.failedAfterHead && plugin.headRendered && (!pump.outPending || !plugin.partQueued) { return .failed }
-            if !plugin.headRendered {
-                guard plugin.partQueued || plugin.finished else { return .waiting }
+            if plugin.response.isFailed && (!pump.outPending || !plugin.part.isOutstanding) { return .failed }
+            if !plugin.response.headRendered {
+                guard plugin.part.isOutstanding || plugin.response.finishCalled else { return .waiting }
                 renderPluginHead()
             }
-            if plugin.partQueued && !plugin.partFramed {
-                plugin.partFramed = true
+            if plugin.part == .queued {
+                plugin.part = .framed
                 if plugin.chunked && pump.hasBody {
                     pump.out.append(hex: UInt64(plugin.partLength))
                     pump.out.append(ascii: "\r\n")
                 }
             }
-            if plugin.finished && !plugin.partQueued && !plugin.terminated {
-                plugin.terminated = true
+            if plugin.response == .finishing && !plugin.part.isOutstanding {
+                plugin.response = .complete
                 if plugin.chunked && !isHead { pump.out.append(ascii: "0\r\n\r\n") }
             }
-            switch pump.flushBuffered(more: plugin.partQueued && pump.hasBody) {
+            switch pump.flushBuffered(more: plugin.part.isOutstanding && pump.hasBody) {
             case .done: break
             case let other: return other
             }
-            if plugin.partQueued {
+            if plugin.part.isOutstanding {
                 let wasFramedChunk = plugin.chunked && pump.hasBody
                 if pump.hasBody {
                     let progress = pump.run()  // releases the part's producer once it is sent
@@ -411,14 +477,14 @@ extension Exchange {
                 }
                 releasePart()
                 if wasFramedChunk { pump.out.append(ascii: "\r\n") }
-                if !plugin.finished { plugin.proceedDue = true }
+                if !plugin.response.finishCalled { plugin.part = .proceedDue }
                 continue
             }
-            if plugin.finished { return plugin.failedAfterHead ? .failed : .done }
-            if plugin.proceedDue, let handler = plugin.handler, let onProceed = handler.onProceed {
-                plugin.proceedDue = false
+            if plugin.response.finishCalled { return plugin.response.isFailed ? .failed : .done }
+            if plugin.part == .proceedDue, let handler = plugin.handler, let onProceed = handler.onProceed {
+                plugin.part = .none
                 onProceed(plugin.handle, handler.user)
-                guard isAttached, connection.isOpen, plugin.active else { return .failed }
+                guard isAttached, connection.isOpen, plugin.stage == .active else { return .failed }
                 continue
             }
             return .waiting
@@ -426,7 +492,15 @@ extension Exchange {
     }
 
     private func renderPluginHead() {
-        plugin.headRendered = true
+        let finished: Bool
+        switch plugin.response {
+        case .finishedBeforeHead(let intact):
+            finished = true
+            plugin.response = intact ? .finishing : .failed(from: .finishCalled)
+        default:
+            finished = false
+            plugin.response = .streaming
+        }
         let noBody = statusForbidsBody
         if noBody { pump.release() }  // queued before the status said so
         beginResponse(code: plugin.status)
@@ -434,7 +508,7 @@ extension Exchange {
         if !noBody {
             if let declared = plugin.declaredLength {
                 addHeader("Content-Length", decimal: Int(declared))
-            } else if plugin.finished {
+            } else if finished {
                 addHeader("Content-Length", decimal: Int(plugin.bytesQueued))
             } else if request.versionMinor >= 1 {
                 addHeader("Transfer-Encoding", ascii: "chunked")
@@ -447,7 +521,7 @@ extension Exchange {
     }
 
     private func releasePart() {
-        plugin.partQueued = false
+        plugin.part = .none
         if let release = plugin.partRelease {
             plugin.partRelease = nil
             release(plugin.partReleaseContext)
@@ -459,15 +533,15 @@ extension Exchange {
         guard let route = plugin.route else { return }
         let handler = plugin.handler
         let handle = plugin.handle
-        let wasActive = plugin.active
-        plugin.active = false
+        let wasActive = plugin.stage == .active
+        plugin.stage = .settled
         if phase == .plugin { pump.release() }
-        if plugin.partQueued { releasePart() }
+        if plugin.part.isOutstanding { releasePart() }
         if wasActive && callEnd, let handler {
-            plugin.ending = true
+            plugin.stage = .ending
             if aborted, let onAbort = handler.onAbort { onAbort(handle, handler.user) }
             if let onEnd = handler.onEnd { onEnd(handle, handler.user) }
-            plugin.ending = false
+            plugin.stage = .settled
         }
         for p in plugin.scratch { free(p) }
         plugin.scratch.removeAll(keepingCapacity: true)
@@ -479,15 +553,10 @@ extension Exchange {
         plugin.body.removeAll(keepingCapacity: true)
         plugin.declaredLength = nil
         plugin.status = 200
-        plugin.headRendered = false
+        plugin.response = .open
+        plugin.part = .none
         plugin.chunked = false
-        plugin.finished = false
-        plugin.terminated = false
-        plugin.failedAfterHead = false
-        plugin.partFramed = false
-        plugin.proceedDue = false
         plugin.bytesQueued = 0
-        plugin.dispatched = false
         worker.liveHandles.set(0, slot: slot)
         worker.plugins.release(route.plugin)
     }
