@@ -258,15 +258,31 @@ final class PluginLoader {
         guard fd >= 0 else { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
         var hash = ContentHash()
+        do {
+            try forEachChunk(of: fd) { hash.add($0) }
+        } catch let error as IOFailure {
+            throw PluginLoadError(description: "cannot read: \(String(cString: strerror(error.errno)))")
+        }
+        return hash.value
+    }
+
+    /// A failed read or write while hashing or copying a plugin file.
+    private struct IOFailure: Error {
+        let call: String
+        let errno: Int32
+    }
+
+    /// Reads `fd` to its end in 64 KiB pieces, handing each to `body`.
+    /// Throws `IOFailure`, or what `body` throws.
+    private static func forEachChunk(of fd: Int32, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         var buffer = [UInt8](repeating: 0, count: 65536)
         while true {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
-            if n < 0 { throw PluginLoadError(description: "cannot read: \(String(cString: strerror(errno)))") }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hash.add(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            if n < 0 { throw IOFailure(call: "read", errno: errno) }
+            if n == 0 { return }
+            try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
         }
-        return hash.value
     }
 
     /// Copies the file into the private cache folder, named by the hash of the bytes actually
@@ -295,20 +311,20 @@ final class PluginLoader {
             return PluginLoadError(description: "cannot copy to \(tmp): \(what): \(String(cString: strerror(code)))")
         }
         var hash = ContentHash()
-        var buffer = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = buffer.withUnsafeMutableBytes { read(src, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { let e = errno; close(dst); throw fail("read", e) }
-            if n == 0 { break }
-            var written = 0
-            while written < n {
-                let w = buffer.withUnsafeBytes { write(dst, $0.baseAddress! + written, n - written) }
-                if w < 0 && errno == EINTR { continue }
-                if w <= 0 { let e = w < 0 ? errno : ENOSPC; close(dst); throw fail("write", e) }
-                written += w
+        do {
+            try PluginLoader.forEachChunk(of: src) { chunk in
+                var written = 0
+                while written < chunk.count {
+                    let w = write(dst, chunk.baseAddress! + written, chunk.count - written)
+                    if w < 0 && errno == EINTR { continue }
+                    if w <= 0 { throw IOFailure(call: "write", errno: w < 0 ? errno : ENOSPC) }
+                    written += w
+                }
+                hash.add(chunk)
             }
-            buffer.withUnsafeBytes { hash.add(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+        } catch let error as IOFailure {
+            close(dst)
+            throw fail(error.call, error.errno)
         }
         if close(dst) != 0 { throw fail("close", errno) }
         let target = "\(cacheDirectory)/\(name)-\(String(hash.value, radix: 16)).so"

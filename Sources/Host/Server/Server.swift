@@ -82,7 +82,7 @@ final class Server {
         try control.register(signalFD, signalHandler, Epoll.Interest.readable)
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
-        if listeners.count == 1 && listeners[0].shared { Sys.close(listeners[0].fd) }
+        for socket in listeners where socket.shared { Sys.close(socket.fd) }
         plugins.unloadAllAtExit()
         logger.info("stopped")
     }
