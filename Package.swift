@@ -17,6 +17,9 @@ let package = Package(
         .systemLibrary(name: "CAIO", path: "Sources/CAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CHTTPParser", path: "Sources/CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
+        .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // OpenSSL macros and the C callbacks of a handshake (SNI, ALPN, session-ticket keys).
+        .target(name: "CTLS", dependencies: ["COpenSSL"], path: "Sources/CTLS"),
         // Linux calls Glibc's module does not expose (epoll, eventfd, sendfile, accept4, openat2 ...).
         .target(name: "CLinux", path: "Sources/CLinux"),
         // The plugin C ABI: a header plugins compile against; the host includes it too.
@@ -24,7 +27,7 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "CAIO", "CHTTPParser", "CFFI", "CLinux", "PluginAPI",
+                "CAIO", "CHTTPParser", "CFFI", "CLinux", "COpenSSL", "CTLS", "PluginAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -33,6 +33,16 @@ struct AWSCommand: ParsableCommand {
     var workers: WorkerCount = .auto
     @Flag(help: "Hand a connection to the server only once it has sent data (TCP_DEFER_ACCEPT).") var deferAccept = false
 
+    @Option(help: "HTTPS port (default 8443 when --tls-cert is given; the plain --port serves HTTP beside it).")
+    var tlsPort: UInt16?
+    @Option(help: ArgumentHelp("Default TLS certificate: PEM, the full chain (leaf first).", valueName: "FILE")) var tlsCert: String?
+    @Option(help: ArgumentHelp("Private key of --tls-cert (PEM, unencrypted).", valueName: "FILE")) var tlsKey: String?
+    @Option(name: .customLong("tls-cert-for"), help: ArgumentHelp("A certificate chosen by SNI for HOST (exact, or *.example.test for one label); repeatable.", valueName: "HOST=CERT,KEY"))
+    var tlsCertFor: [String] = []
+    @Flag(help: "Serve HTTPS only: no plain HTTP listener.") var noHttp = false
+    @Option(help: ArgumentHelp("Send Strict-Transport-Security: max-age=SECONDS on HTTPS responses.", valueName: "SECONDS")) var hsts: Int?
+    @Flag(help: "Answer every plain HTTP request with 308 to the same URL on the HTTPS port.") var redirectHttps = false
+
     @Option(help: "Longest request target, in bytes (414 past it).") var maxRequestLine = 8 * 1024
     @Option(help: "Most header bytes in a request (431 past it).") var maxHeaderBytes = 32 * 1024
     @Option(help: "Most header fields in a request (431 past it).") var maxHeaders = 100
@@ -56,6 +66,20 @@ struct AWSCommand: ParsableCommand {
             throw ValidationError("--\(name) must be at least 1")
         }
         if maxBody < 0 { throw ValidationError("--max-body must not be negative") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        if tlsCert == nil {
+            for (flag, set) in [("--tls-port", tlsPort != nil), ("--tls-cert-for", !tlsCertFor.isEmpty), ("--no-http", noHttp),
+                                ("--hsts", hsts != nil), ("--redirect-https", redirectHttps)] where set {
+                throw ValidationError("\(flag) needs HTTPS: give --tls-cert and --tls-key")
+            }
+        }
+        if noHttp && redirectHttps { throw ValidationError("--redirect-https needs the plain HTTP listener (drop --no-http)") }
+        if let hsts, hsts < 0 { throw ValidationError("--hsts must not be negative") }
+        if tlsPort == 0 { throw ValidationError("--tls-port must be a port number from 1 to 65535") }
+        if let tlsPort, tlsPort == port && !noHttp { throw ValidationError("--tls-port and --port must differ") }
+        for item in tlsCertFor where TLSCertFor(item) == nil {
+            throw ValidationError("--tls-cert-for wants HOST=CERT,KEY (HOST exact or *.domain), got \(item)")
+        }
         for item in pluginConfig {
             guard let eq = item.firstIndex(of: "="), let dot = item[..<eq].firstIndex(of: "."),
                   dot != item.startIndex, item.index(after: dot) < eq else {
@@ -82,6 +106,17 @@ struct AWSCommand: ParsableCommand {
         config.autoindex = autoindex
         config.workers = workers.resolved
         config.deferAccept = deferAccept
+        if let tlsCert, let tlsKey {
+            var tls = TLSSettings()
+            tls.port = tlsPort ?? 8443
+            tls.chain = tlsCert
+            tls.key = tlsKey
+            tls.named = tlsCertFor.compactMap { TLSCertFor($0)?.certificate }
+            config.tls = tls
+            config.plainHTTP = !noHttp
+            config.hstsSeconds = hsts
+            config.redirectHTTPS = redirectHttps
+        }
         config.maxRequestLine = maxRequestLine
         config.maxHeaderBytes = maxHeaderBytes
         config.maxHeaderCount = maxHeaders
@@ -133,4 +168,30 @@ enum WorkerCount: ExpressibleByArgument {
     var defaultValueDescription: String { "auto" }
 
     static let maximum = 256
+}
+
+/// `--tls-cert-for HOST=CERT,KEY`.
+struct TLSCertFor {
+    let certificate: TLSSettings.NamedCertificate
+
+    init?(_ argument: String) {
+        guard let eq = argument.firstIndex(of: "=") else { return nil }
+        let host = argument[..<eq]
+        let files = argument[argument.index(after: eq)...].split(separator: ",", omittingEmptySubsequences: false)
+        guard files.count == 2, !files[0].isEmpty, !files[1].isEmpty, TLSCertFor.isValidName(host) else { return nil }
+        certificate = .init(host: String(host), chain: String(files[0]), key: String(files[1]))
+    }
+
+    /// A DNS name, or "*." and a name of at least two labels.
+    static func isValidName(_ host: Substring) -> Bool {
+        var name = host
+        if name.hasPrefix("*.") { name = name.dropFirst(2) }
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        guard !name.isEmpty, name.count <= 253, !(host.hasPrefix("*.") && labels.count < 2) else { return false }
+        return labels.allSatisfy { label in
+            !label.isEmpty && label.count <= 63 && label.utf8.allSatisfy { c in
+                (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 95
+            }
+        }
+    }
 }

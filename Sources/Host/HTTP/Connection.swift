@@ -23,7 +23,7 @@ final class Connection: EventHandler, Timed {
     /// counting on the hot path).
     unowned(unsafe) let worker: Worker
     private(set) var fd: Int32 = -1
-    /// Every byte in or out goes through the transport (plain today; TLS later).
+    /// Every byte in or out goes through the transport (plain TCP or TLS).
     private(set) var transport = Transport()
     private(set) var generation: UInt32 = 0
     private(set) var peer = PeerAddress()
@@ -48,16 +48,24 @@ final class Connection: EventHandler, Timed {
 
     // MARK: life cycle
 
-    /// Takes ownership of an accepted socket.
-    func open(fd: Int32, peer: sockaddr_storage) {
+    /// Takes ownership of an accepted socket; `tls`: the certificates of a TLS listener. False
+    /// when no TLS session could be made (out of memory): the caller closes the socket.
+    func open(fd: Int32, peer: sockaddr_storage, tls: TLSContexts?) -> Bool {
+        if let tls {
+            guard let session = TLSSession(fd: fd, contexts: tls, fileScratch: worker.tlsFileScratch) else { return false }
+            transport = Transport(fd: fd, tls: session)
+        } else {
+            transport = Transport(plain: fd)
+        }
         self.fd = fd
         self.peer = PeerAddress(peer)
-        transport = Transport(plain: fd)
         generation &+= 1
         phase = .idle
         requestsServed = 0
         interest = .readable
+        // Over TLS this deadline covers the handshake too.
         setDeadline(worker.config.headerTimeout)
+        return true
     }
 
     /// Closes the socket and releases everything the connection holds; exactly once per socket.
@@ -69,6 +77,7 @@ final class Connection: EventHandler, Timed {
         }
         if registered { worker.loop.unregister(fd) }
         registered = false
+        transport.end()
         worker.loop.closeAfterBatch(fd)
         fd = -1
         generation &+= 1
@@ -152,10 +161,13 @@ final class Connection: EventHandler, Timed {
         while isOpen && (exchange?.wantsInput ?? true) {
             let n: Int
             do {
-                guard let got = try transport.receive(buffer.baseAddress!, buffer.count) else { return }
+                guard let got = try transport.receive(buffer.baseAddress!, buffer.count) else {
+                    if transport.isTLS { tlsReadBlocked() }
+                    return
+                }
                 n = got
             } catch {
-                close()
+                readFailed(error)
                 return
             }
             if n == 0 {
@@ -166,10 +178,64 @@ final class Connection: EventHandler, Timed {
             let x = exchange ?? startExchange()
             x.received(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
             // A short read emptied the socket: rather than a recv that would say EAGAIN, let
-            // level-triggered epoll report the next bytes (one syscall less per request).
-            if n < buffer.count { return }
+            // level-triggered epoll report the next bytes (one syscall less per request) —
+            // unless OpenSSL has read ahead of us, and epoll has nothing left to report.
+            if n < buffer.count && !transport.hasBufferedInput { return }
+        }
+        // Stopped reading (a response is going out) with input buffered inside OpenSSL: read it
+        // when the exchange wants input again (`inputResumed`).
+    }
+
+    /// The exchange wants input again after a response: input OpenSSL already holds would never
+    /// be reported by epoll, so it is read after this batch of events.
+    func inputResumed() {
+        if transport.hasBufferedInput { worker.readSoon(self) }
+    }
+
+    /// A TLS read found nothing to return: while OpenSSL waits for room to write (a handshake
+    /// message on a full socket), watch for writable too; once it does not, stop.
+    private func tlsReadBlocked() {
+        if transport.tls!.readWantsWrite {
+            setInterest(interest.union(.writable))
+        } else if interest.contains(.writable) && !(exchange?.isSending ?? false) {
+            setInterest(interest.subtracting(.writable))
         }
     }
+
+    private func readFailed(_ error: SyscallError) {
+        switch transport.tls?.failure {
+        case .plainHTTP?:
+            refusePlainHTTP()
+            return
+        case .protocolError(let reason)?:
+            worker.logger.info("TLS \(transport.tls!.handshakeDone ? "error" : "handshake failed")", metadata: ["peer": "\(peerDescription)", "reason": "\(reason)"])
+        case nil:
+            break
+        }
+        close()
+    }
+
+    /// Plain HTTP sent to the TLS port: answered in plain HTTP, as nginx does, so whoever typed
+    /// http:// learns what went wrong instead of staring at a reset.
+    private func refusePlainHTTP() {
+        worker.logger.info("plain HTTP request on the TLS port", metadata: ["peer": "\(peerDescription)"])
+        transport.dropTLS()
+        var response: [UInt8] = []
+        ResponseHead.begin(&response, code: HTTPStatus.badRequest.rawValue, date: worker.date)
+        ResponseHead.field(&response, "Content-Type", ascii: "text/html; charset=utf-8")
+        ResponseHead.field(&response, "Content-Length", decimal: Connection.plainHTTPPage.count)
+        ResponseHead.end(&response, closing: true, http10: false)
+        response.append(contentsOf: Connection.plainHTTPPage)
+        _ = response.withUnsafeBytes { try? transport.send($0.baseAddress!, $0.count) }
+        closeGracefully()
+    }
+
+    private static let plainHTTPPage = Array("""
+        <!DOCTYPE html>
+        <html><head><title>400 Bad Request</title></head><body><h1>400 Bad Request</h1>
+        <p>The plain HTTP request was sent to HTTPS port.</p></body></html>
+
+        """.utf8)
 
     var peerDescription: String { peer.description }
 }

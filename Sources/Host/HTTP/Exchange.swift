@@ -191,6 +191,9 @@ final class Exchange {
         connection.readAvailable()
     }
 
+    /// A response is going out: writable interest is the pump's.
+    var isSending: Bool { phase == .responding || phase == .plugin }
+
     var wantsInput: Bool {
         switch phase {
         case .responding: false
@@ -503,12 +506,14 @@ final class Exchange {
             phase = .drainingBody
             connection.setInterest(.readable)
             if isAttached { connection.setDeadline(worker.config.bodyTimeout) }
+            connection.inputResumed()
             return
         }
         // `drive` goes on with pipelined input, or makes the connection idle.
         phase = .ready
         connection.setInterest(.readable)
         if isAttached { connection.setDeadline(worker.config.keepAliveTimeout) }
+        connection.inputResumed()
     }
 
     // MARK: building responses
@@ -523,6 +528,8 @@ final class Exchange {
         statusCode = code
         pump.reset()
         ResponseHead.begin(&pump.out, code: code, date: worker.date)
+        // RFC 6797 §7.2: only over a secure transport.
+        if let hsts = worker.hstsField, connection.transport.isTLS { pump.out.append(contentsOf: hsts) }
     }
 
     func addHeader(_ name: StaticString, _ value: some Collection<UInt8>) { ResponseHead.field(&pump.out, name, value) }
@@ -585,7 +592,8 @@ final class Exchange {
     // MARK: logging
 
     /// One line per request through swift-log's `aws.access` logger, at info:
-    /// `<client> "<method> <target> HTTP/1.x" <status> <bytes sent> <duration>ms`.
+    /// `<client> "<method> <target> HTTP/1.x" <status> <bytes sent> <duration>ms`, and over TLS
+    /// the protocol version after it (` TLSv1.3`).
     private func logAccess() {
         requestLogged = true
         guard let logger = worker.accessLogger else { return }
@@ -615,6 +623,10 @@ final class Exchange {
         if frac < 10 { line.append(48) }
         line.append(decimal: frac)
         line.append(ascii: "ms")
+        if let tls = connection.transport.tls {
+            line.append(32)
+            line.append(contentsOf: tls.version)
+        }
         logger.info("\(String(decoding: line, as: UTF8.self))")
         logLine = line
     }

@@ -36,6 +36,10 @@ extension Exchange {
             respondWithError(.expectationFailed, close: hasBody)
             return
         }
+        if config.redirectHTTPS && !connection.transport.isTLS {
+            redirectToHTTPS()
+            return
+        }
         if dispatchToPlugin() { return }
         // Files never read a request body, so `Expect: 100-continue` is answered with the final
         // status straight away (RFC 9110 §10.1.1). The client may then withhold the body, so the
@@ -69,6 +73,58 @@ extension Exchange {
         func isChunked(_ c: ArraySlice<UInt8>) -> Bool { c.count == 7 && zip(c, chunked).allSatisfy { ASCII.lower($0) == $1 } }
         guard let last = codings.last, isChunked(last) else { return false }
         return codings.filter(isChunked).count == 1 && decoder.isChunked
+    }
+
+    /// `--redirect-https`: 308 (method and body kept, RFC 9110 §15.4.9) to the same target on
+    /// the TLS port of the host the client asked for.
+    private func redirectToHTTPS() {
+        guard let host = request.value(.host).map({ request.storage[$0] }), let name = Self.hostWithoutPort(host) else {
+            worker.logger.info("redirect to HTTPS needs a valid Host header", metadata: ["peer": "\(connection.peerDescription)"])
+            respondWithError(.badRequest, close: true)
+            return
+        }
+        beginResponse(.permanentRedirect)
+        pump.out.append(ascii: "Location: https://")
+        pump.out.append(contentsOf: name)
+        if let port = worker.config.tls?.port, port != 443 {
+            pump.out.append(58)
+            pump.out.append(decimal: Int(port))
+        }
+        // The target as sent (origin form); an absolute-form target keeps only its path and query.
+        var target = request.storage[request.target]
+        if target.first != 47 {
+            if let scheme = target.firstRange(of: [58, 47, 47]), let slash = target[scheme.upperBound...].firstIndex(of: 47) {
+                target = target[slash...]
+            } else {
+                target = [47][...]
+            }
+        }
+        pump.out.append(contentsOf: target)
+        pump.out.append(ascii: "\r\n")
+        endHead(body: StatusTable.shared.errorPage(.permanentRedirect), type: "text/html; charset=utf-8")
+        // The client goes elsewhere; a body it may send is not read.
+        if request.hasBody { closeAfterResponse = true }
+    }
+
+    /// The host of a Host header without its port ("[::1]:8080" → "[::1]"); nil unless it is a
+    /// plain registered name or IP literal (nothing that could inject into the Location field).
+    static func hostWithoutPort(_ host: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        var name = host
+        if name.first == 91 {  // "[" IPv6 literal
+            guard let close = name.firstIndex(of: 93) else { return nil }
+            let rest = name[(close + 1)...]
+            guard rest.isEmpty || (rest.first == 58 && rest.dropFirst().allSatisfy { $0 >= 48 && $0 <= 57 }) else { return nil }
+            name = name[...close]
+            return name.dropFirst().dropLast().allSatisfy { ASCII.hexValue($0) != nil || $0 == 58 || $0 == 46 } && name.count > 2 ? name : nil
+        }
+        if let colon = name.firstIndex(of: 58) {
+            guard name[(colon + 1)...].allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+            name = name[..<colon]
+        }
+        let valid = !name.isEmpty && name.allSatisfy { c in
+            (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 46 || c == 95
+        }
+        return valid ? name : nil
     }
 
     private func respondToOptions() {

@@ -2,7 +2,7 @@
 enum HTTPStatus: Int, Sendable {
     case continue_ = 100
     case ok = 200, created = 201, noContent = 204, partialContent = 206
-    case movedPermanently = 301, notModified = 304
+    case movedPermanently = 301, notModified = 304, permanentRedirect = 308
     case badRequest = 400, unauthorized = 401, paymentRequired = 402, forbidden = 403, notFound = 404,
          methodNotAllowed = 405, notAcceptable = 406, proxyAuthenticationRequired = 407,
          requestTimeout = 408, conflict = 409, gone = 410, lengthRequired = 411,
@@ -24,6 +24,7 @@ enum HTTPStatus: Int, Sendable {
         case .partialContent: "Partial Content"
         case .movedPermanently: "Moved Permanently"
         case .notModified: "Not Modified"
+        case .permanentRedirect: "Permanent Redirect"
         case .badRequest: "Bad Request"
         case .unauthorized: "Unauthorized"
         case .paymentRequired: "Payment Required"

@@ -106,6 +106,13 @@ extension PluginExchange.Response {
 }
 
 extension Exchange {
+    /// The view's scheme: static strings, so the plugin's borrowed view may point at them.
+    private static var http: aws_str { staticString("http") }
+    private static var https: aws_str { staticString("https") }
+    private static func staticString(_ s: StaticString) -> aws_str {
+        aws_str(ptr: UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self), len: s.utf8CodeUnitCount)
+    }
+
     // MARK: dispatch
 
     /// Routes a complete head to a plugin when one owns the path. Returns false when no plugin
@@ -224,7 +231,12 @@ extension Exchange {
                             header_count: request.headers.count,
                             remote_addr: aws_str(ptr: UnsafeRawPointer(remoteBuf.baseAddress!).assumingMemoryBound(to: CChar.self), len: remoteBuf.count),
                             content_length: request.contentLength,
-                            body: aws_str(ptr: bodyBuf.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, len: bodyBuf.count))
+                            body: aws_str(ptr: bodyBuf.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }, len: bodyBuf.count),
+                            scheme: connection.transport.isTLS ? Self.https : Self.http,
+                            tls_version: connection.transport.tls.map { tls in
+                                let v = tls.version
+                                return aws_str(ptr: v.baseAddress!.assumingMemoryBound(to: CChar.self), len: v.count)
+                            } ?? aws_str(ptr: nil, len: 0))
                         return body(&view)
                     }
                 }

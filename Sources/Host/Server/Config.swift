@@ -19,6 +19,16 @@ struct Config: Sendable {
     /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
     var deferAccept = false
 
+    // HTTPS
+    /// Certificates and the TLS port; nil: no TLS listener.
+    var tls: TLSSettings?
+    /// The plain HTTP listener on `port` (off with `--no-http`).
+    var plainHTTP = true
+    /// `Strict-Transport-Security: max-age=N` on HTTPS responses.
+    var hstsSeconds: Int?
+    /// The plain port answers 308 to the same URL on the TLS port.
+    var redirectHTTPS = false
+
     // Limits (each answered with its status and a log line).
     var maxRequestLine = 8 * 1024          // 414
     var maxHeaderBytes = 32 * 1024         // 431

@@ -26,11 +26,24 @@ final class Server {
 
         raiseDescriptorLimit()
         let root = try DocumentRoot(path: config.root)
-        let listeners = try bindListeners(count: config.workers)
+        // Certificates are read before privileges are dropped (keys are often readable by root only).
+        let tls = try config.tls.map { settings in try loadTLS(settings) }
+        let plain = config.plainHTTP ? try bindListeners(count: config.workers, port: config.port, secure: false) : []
+        let secure: [ListeningSocket]
+        do {
+            secure = try config.tls.map { try bindListeners(count: config.workers, port: $0.port, secure: true) } ?? []
+        } catch {
+            for s in plain { Sys.close(s.fd) }
+            throw error
+        }
+        let listeners = plain + secure
         if let user = config.user { try dropPrivileges(to: user) }
 
-        let sharing = listeners.count == 1 && config.workers > 1 ? " (one shared listener: SO_REUSEPORT unavailable)" : ""
-        logger.info("aws \(AWSVersion.string) listening on \(config.address):\(config.port) with \(config.workers) worker(s)\(sharing)")
+        let sharing = (plain.count == 1 || secure.count == 1) && config.workers > 1 ? " (one shared listener per port: SO_REUSEPORT unavailable)" : ""
+        var endpoints: [String] = []
+        if config.plainHTTP { endpoints.append("\(config.address):\(config.port)") }
+        if let settings = config.tls { endpoints.append("\(config.address):\(settings.port) (TLS)") }
+        logger.info("aws \(AWSVersion.string) listening on \(endpoints.joined(separator: " and ")) with \(config.workers) worker(s)\(sharing)")
         logger.info("document root: \(root.realPath)")
         logger.info("plugins: \(config.pluginsDirectory ?? "none")")
 
@@ -48,8 +61,9 @@ final class Server {
         let budget = ConnectionBudget(limit: config.maxConnections)
         var workers: [Worker] = []
         for i in 0..<config.workers {
-            let socket = listeners.count == 1 ? listeners[0] : listeners[i]
-            workers.append(try Worker(index: i, config: config, root: root, listener: socket, plugins: plugins,
+            // Per port: this worker's own socket, or the one shared by all.
+            let sockets = [plain, secure].compactMap { $0.isEmpty ? nil : $0[$0.count == 1 ? 0 : i] }
+            workers.append(try Worker(index: i, config: config, root: root, listeners: sockets, tls: tls, plugins: plugins,
                                       budget: budget, logger: logger))
         }
         // Plugin handles name their worker by index: the table is complete before any plugin runs.
@@ -76,6 +90,7 @@ final class Server {
                 for worker in workers { worker.loop.post { worker.beginShutdown() } }
             case SIGHUP:
                 plugins.reload()
+                if let settings = self.config.tls { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
             default: break
             }
         }
@@ -87,20 +102,58 @@ final class Server {
         logger.info("stopped")
     }
 
+    // MARK: TLS
+
+    /// The certificates, checked at start (a bad file stops the server with the reason), and
+    /// which path file bodies take over TLS.
+    private func loadTLS(_ settings: TLSSettings) throws -> TLSContexts {
+        let (kernelTLS, ulps) = TLSContexts.kernelOffersTLS()
+        let contexts: TLSContexts
+        do {
+            contexts = try TLSContexts(settings, kernelTLS: kernelTLS)
+        } catch {
+            throw ConfigError("TLS: \(error)")
+        }
+        let names = settings.named.map(\.host)
+        logger.info("TLS certificate \(settings.chain)\(names.isEmpty ? "" : "; by SNI: \(names.joined(separator: ", "))")")
+        if kernelTLS {
+            logger.info("TLS on port \(settings.port): kTLS in use where OpenSSL enables it per connection (kernel offers the tls ULP); files over TLS go SSL_sendfile")
+        } else {
+            logger.info("TLS on port \(settings.port): kTLS unavailable (kernel tcp_available_ulp: \(ulps.isEmpty ? "none" : ulps)); files over TLS go pread + SSL_write")
+        }
+        return contexts
+    }
+
+    /// SIGHUP, on the control thread: certificates read again; the workers switch only when all
+    /// of them loaded (new connections get them, open ones keep theirs).
+    private func reloadTLS(_ settings: TLSSettings, kernelTLS: Bool, workers: [Worker]) {
+        let contexts: TLSContexts
+        do {
+            contexts = try TLSContexts(settings, kernelTLS: kernelTLS)
+        } catch {
+            logger.error("TLS reload failed: \(error); the previous certificates stay in use")
+            return
+        }
+        for worker in workers { worker.loop.post { worker.installTLS(contexts) } }
+        logger.notice("TLS certificates reloaded")
+    }
+
+    // MARK: listening sockets
+
     /// One listening socket per worker with SO_REUSEPORT; a single shared one where the kernel
     /// refuses it. With port 0 the first socket's port is used for the others.
-    private func bindListeners(count: Int) throws -> [ListeningSocket] {
+    private func bindListeners(count: Int, port: UInt16, secure: Bool) throws -> [ListeningSocket] {
         var sockets: [ListeningSocket] = []
-        var port = config.port
+        var port = port
         do {
             for _ in 0..<count {
                 guard let fd = try bindListener(port: port, reusePort: count > 1) else {
                     // No SO_REUSEPORT: one listener, watched by every worker with EPOLLEXCLUSIVE.
                     for s in sockets { Sys.close(s.fd) }
-                    sockets = [ListeningSocket(fd: try bindListener(port: port, reusePort: false)!, shared: true)]
+                    sockets = [ListeningSocket(fd: try bindListener(port: port, reusePort: false)!, shared: true, secure: secure)]
                     return sockets
                 }
-                sockets.append(ListeningSocket(fd: fd, shared: false))
+                sockets.append(ListeningSocket(fd: fd, shared: false, secure: secure))
                 if port == 0 { port = Sys.localPort(fd) }
             }
         } catch {

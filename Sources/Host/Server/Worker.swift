@@ -24,10 +24,20 @@ final class Worker: @unchecked Sendable {
     let logger: Logger
     /// Every recv lands here first; a connection copies out only bytes it must keep.
     let readBuffer: UnsafeMutableRawBufferPointer
+    /// One TLS record's worth of file bytes on their way into SSL_write (used within one call).
+    let tlsFileScratch: UnsafeMutableRawBufferPointer
+    /// The certificates new TLS connections get: an immutable snapshot, replaced by `installTLS`
+    /// when a reload succeeds.
+    private(set) var tls: TLSContexts?
+    /// "Strict-Transport-Security: max-age=N\r\n" for HTTPS responses (`--hsts`).
+    let hstsField: [UInt8]?
+    /// Connections whose input sits inside OpenSSL, to be read after this batch of events.
+    private var readsDue: [(Connection, UInt32)] = []
     private(set) var date = DateCache()
     private(set) var isShuttingDown = false
 
-    private var listener: Listener?
+    /// Plain and TLS listening sockets (one of each at most).
+    private var listeners: [Listener] = []
     /// Open connections by descriptor, and closed ones kept for reuse.
     private var connections: [Connection?] = []
     private var connectionPool: [Connection] = []
@@ -49,8 +59,8 @@ final class Worker: @unchecked Sendable {
     private var acceptPausedUntil: Int64 = 0
     private var shutdownDeadline: Int64 = .max
 
-    init(index: Int, config: Config, root: DocumentRoot, listener: ListeningSocket, plugins: PluginHost,
-         budget: ConnectionBudget, logger: Logger) throws {
+    init(index: Int, config: Config, root: DocumentRoot, listeners sockets: [ListeningSocket], tls: TLSContexts?,
+         plugins: PluginHost, budget: ConnectionBudget, logger: Logger) throws {
         self.index = index
         self.routes = plugins.table
         self.plugins = plugins
@@ -65,20 +75,29 @@ final class Worker: @unchecked Sendable {
         accessLog = sink
         accessLogger = sink.map { sink in Logger(label: "aws.access") { _ in AccessLogHandler(sink: sink) } }
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
+        tlsFileScratch = .allocate(byteCount: 16 * 1024, alignment: 16)
+        self.tls = tls
+        hstsField = config.hstsSeconds.map { Array("Strict-Transport-Security: max-age=\($0)\r\n".utf8) }
         liveHandles = HandleTable(capacity: config.maxConnections + 64)
         date.refresh()
 
-        let listener = Listener(listener)
-        self.listener = listener
-        listener.worker = self
-        try listener.watch(in: loop)
+        for socket in sockets {
+            let listener = Listener(socket)
+            listener.worker = self
+            listeners.append(listener)
+            try listener.watch(in: loop)
+        }
         try loop.register(aio.eventFD, aio, .readable)
-        loop.afterEachBatch { [unowned self] in aio.wakeWaiters() }
+        loop.afterEachBatch { [unowned self] in
+            aio.wakeWaiters()
+            readDueConnections()
+        }
         loop.onTick { [unowned self] in tick() }
     }
 
     deinit {
         readBuffer.deallocate()
+        tlsFileScratch.deallocate()
         liveHandles.deallocate()
     }
 
@@ -87,6 +106,9 @@ final class Worker: @unchecked Sendable {
         loop.runRemainingPosted()
         accessLog?.flush()
     }
+
+    /// New TLS connections get these certificates; open ones keep theirs.
+    func installTLS(_ contexts: TLSContexts) { tls = contexts }
 
     /// Serves new requests from `table`; requests in flight keep the routes they started with.
     func install(_ table: RouteTable) {
@@ -101,7 +123,7 @@ final class Worker: @unchecked Sendable {
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
             acceptPausedUntil = 0
-            if let listener { try? listener.watch(in: loop) }
+            for listener in listeners { try? listener.watch(in: loop) }
         }
         if isShuttingDown && loop.now >= shutdownDeadline {
             logger.notice("grace period over, closing \(openConnections) connection(s)")
@@ -112,27 +134,34 @@ final class Worker: @unchecked Sendable {
 
     // MARK: connections
 
-    fileprivate func acceptAll() {
+    fileprivate func acceptAll(_ listener: Listener) {
         var peer = sockaddr_storage()
-        while !isShuttingDown {
+        let secure = listener.socket.secure
+        while !isShuttingDown && listener.isWatched {
             let fd: Int32
             do {
-                guard let listener, let accepted = try Sys.accept(listener.socket.fd, peer: &peer) else { return }
+                guard let accepted = try Sys.accept(listener.socket.fd, peer: &peer) else { return }
                 fd = accepted
             } catch {
                 // Out of descriptors (EMFILE/ENFILE) or memory: stop accepting for a moment
                 // rather than spin on a listener that stays readable.
                 logger.error("accept failed: \(error); pausing accepts for 100 ms")
-                listener?.unwatch(in: loop)
+                for l in listeners { l.unwatch(in: loop) }
                 acceptPausedUntil = loop.now + 100
                 return
             }
             guard budget.take() else {
-                refuseOverLimit(fd)
+                refuseOverLimit(fd, secure: secure)
                 continue
             }
             let connection = connectionPool.popLast() ?? Connection(worker: self)
-            connection.open(fd: fd, peer: peer)
+            guard connection.open(fd: fd, peer: peer, tls: secure ? tls : nil) else {
+                logger.error("cannot start a TLS session (out of memory?)")
+                connectionPool.append(connection)
+                budget.give()
+                Sys.close(fd)
+                continue
+            }
             if Int(fd) >= connections.count {
                 connections.append(contentsOf: repeatElement(nil, count: Int(fd) + 1 - connections.count))
             }
@@ -152,9 +181,14 @@ final class Worker: @unchecked Sendable {
         }
     }
 
-    /// Over the connection limit: a best-effort 503 on the fresh socket, then close.
-    private func refuseOverLimit(_ fd: Int32) {
-        logger.warning("connection limit (\(config.maxConnections)) reached: 503")
+    /// Over the connection limit: a best-effort 503 on the fresh socket, then close. A TLS
+    /// client cannot read a response before a handshake: it is only closed.
+    private func refuseOverLimit(_ fd: Int32, secure: Bool) {
+        logger.warning("connection limit (\(config.maxConnections)) reached: \(secure ? "closing a TLS connection" : "503")")
+        guard !secure else {
+            Sys.close(fd)
+            return
+        }
         let response = ResponseHead.standalone(.serviceUnavailable, extra: "Retry-After: 1\r\n", date: date)
         _ = response.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
         Sys.shutdownWrite(fd)
@@ -168,13 +202,33 @@ final class Worker: @unchecked Sendable {
         if isShuttingDown && openConnections == 0 { loop.stop() }
     }
 
-    /// Closes this worker's listener (a shared one only leaves this loop): the kernel then sends
+    /// Closes this worker's listeners (a shared one only leaves this loop): the kernel then sends
     /// new connections to the other workers.
     func stopAccepting() {
-        guard let listener else { return }
-        listener.unwatch(in: loop)
-        listener.socket.closeIfOwned()
-        self.listener = nil
+        for listener in listeners {
+            listener.unwatch(in: loop)
+            listener.socket.closeIfOwned()
+        }
+        listeners = []
+    }
+
+    // MARK: input buffered inside OpenSSL
+
+    /// Reads `connection` after this batch of events (see `Connection.inputResumed`).
+    func readSoon(_ connection: Connection) {
+        readsDue.append((connection, connection.generation))
+    }
+
+    private func readDueConnections() {
+        // A read may make another connection due again; each round reads what is due now.
+        while !readsDue.isEmpty {
+            let due = readsDue
+            readsDue.removeAll(keepingCapacity: true)
+            for (c, generation) in due where c.isOpen && c.generation == generation && c.transport.hasBufferedInput
+                && (c.exchange?.wantsInput ?? true) {
+                c.readAvailable()
+            }
+        }
     }
 
     // MARK: exchanges
@@ -215,16 +269,23 @@ final class Worker: @unchecked Sendable {
 private final class Listener: EventHandler {
     let socket: ListeningSocket
     unowned(unsafe) var worker: Worker?
+    private(set) var isWatched = false
     init(_ socket: ListeningSocket) { self.socket = socket }
-    func handleEvents(_ events: Epoll.Interest) { worker?.acceptAll() }
+    func handleEvents(_ events: Epoll.Interest) { worker?.acceptAll(self) }
 
     /// A listener shared by all workers is watched with EPOLLEXCLUSIVE, so one connection wakes
     /// one worker rather than all of them.
     func watch(in loop: EventLoop) throws(SyscallError) {
+        guard !isWatched else { return }
         try loop.register(socket.fd, self, socket.shared ? [.readable, .exclusive] : .readable)
+        isWatched = true
     }
 
-    func unwatch(in loop: EventLoop) { loop.unregister(socket.fd) }
+    func unwatch(in loop: EventLoop) {
+        guard isWatched else { return }
+        loop.unregister(socket.fd)
+        isWatched = false
+    }
 }
 
 /// A bound, listening socket: one per worker with SO_REUSEPORT (the kernel spreads connections
@@ -233,6 +294,8 @@ private final class Listener: EventHandler {
 struct ListeningSocket: Sendable {
     let fd: Int32
     let shared: Bool
+    /// Connections accepted here speak TLS.
+    let secure: Bool
     func closeIfOwned() { if !shared { Sys.close(fd) } }
 }
 

@@ -1,5 +1,5 @@
 /*
- * aws_plugin.h — the aws plugin ABI, version 1.1.
+ * aws_plugin.h — the aws plugin ABI, version 1.2.
  *
  * A plugin is a shared library in the folder given to `aws --plugins DIR`. It exports one
  * symbol, `aws_plugin_entry` (see AWS_PLUGIN_ENTRY_SYMBOL), and from then on talks to the
@@ -18,6 +18,8 @@
  *     built against 1.0 loads in a 1.1 host, and a 1.1 plugin can run on a 1.0 host if it checks
  *     AWS_HOST_HAS() before calling a 1.1 function.
  *   History: 1.0 — initial. 1.1 — aws_host_api.request_scratch, aws_host_api.plugin_name.
+ *   1.2 — aws_request_view.scheme and .tls_version (HTTPS). The view is the host's struct, so a
+ *   plugin reads these two only when the host table's header.abi_minor is 2 or more.
  *
  * THREADS AND RE-ENTRANCY
  *   - Every callback runs on the event-loop thread that owns the request, and must not block:
@@ -71,7 +73,7 @@ extern "C" {
 
 #define AWS_PLUGIN_MAGIC 0x61777331u /* "aws1" */
 #define AWS_PLUGIN_ABI_MAJOR 1
-#define AWS_PLUGIN_ABI_MINOR 1
+#define AWS_PLUGIN_ABI_MINOR 2
 
 /* The name of the one symbol a plugin exports; its type is aws_plugin_entry_fn. */
 #define AWS_PLUGIN_ENTRY_SYMBOL "aws_plugin_entry"
@@ -146,6 +148,9 @@ typedef struct aws_request_view {
     /* With AWS_ROUTE_BUFFER_BODY: the whole body (possibly empty). Otherwise empty: the body
      * arrives through on_body. */
     aws_str body;
+    /* ---- ABI 1.2: read these only when the host's header.abi_minor >= 2 ---- */
+    aws_str scheme;          /* "https" when the request came over TLS, else "http" */
+    aws_str tls_version;     /* "TLSv1.3" or "TLSv1.2" over TLS; empty (len 0) over plain HTTP */
 } aws_request_view;
 
 /* ---- response body parts ---------------------------------------------------------------- */
@@ -375,6 +380,7 @@ AWS_STATIC_ASSERT(sizeof(aws_abi_header) == 16, "aws_abi_header is 16 bytes");
 AWS_STATIC_ASSERT(sizeof(aws_str) == 16, "aws_str is 16 bytes");
 AWS_STATIC_ASSERT(sizeof(aws_request) == 8, "aws_request is 64-bit");
 AWS_STATIC_ASSERT(sizeof(aws_header) == 32, "aws_header layout");
+AWS_STATIC_ASSERT(sizeof(aws_request_view) == 160, "aws_request_view layout 1.2");
 AWS_STATIC_ASSERT(sizeof(aws_part) == 56, "aws_part layout");
 AWS_STATIC_ASSERT(sizeof(aws_handler) == 64, "aws_handler layout v1");
 AWS_STATIC_ASSERT(sizeof(aws_route) == 48, "aws_route layout v1");
