@@ -30,6 +30,18 @@ TEST_PLUGINS = os.path.join(REPO, "Tests", "plugins")
 EXAMPLES = os.path.join(REPO, "Plugins")
 HOST = awstest.HOST
 
+def _header_abi() -> str:
+    """"MAJOR.MINOR" of the ABI the host and every plugin built now use (from aws_plugin.h)."""
+    with open(os.path.join(INCLUDE, "aws_plugin.h")) as f:
+        text = f.read()
+    major = re.search(r"#define AWS_PLUGIN_ABI_MAJOR (\d+)", text).group(1)
+    minor = re.search(r"#define AWS_PLUGIN_ABI_MINOR (\d+)", text).group(1)
+    return f"{major}.{minor}"
+
+
+HOST_ABI = _header_abi()
+HOST_ABI_RE = re.escape(HOST_ABI)
+
 # AWS_E_* from aws_plugin.h
 OK, E_GONE, E_STATE, E_INVALID, E_CONFLICT, E_NOMEM, E_THREAD = 0, -1, -2, -3, -4, -5, -6
 
