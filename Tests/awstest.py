@@ -393,7 +393,7 @@ class Server:
         last_error = ""
         for _attempt in range(3):  # a free port can be taken between probe and bind: retry
             self.starts += 1
-            self.port = free_port()
+            self.choose_ports()
             self.stderr_path = os.path.join(self.log_dir, f"{self.name}-{self.starts}.stderr")
             self._stderr = open(self.stderr_path, "wb")
             self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self._stderr,
@@ -409,19 +409,30 @@ class Server:
         raise RuntimeError(f"server did not start: {last_error}\ncommand: {' '.join(self.cmd)}\n"
                            f"stderr:\n{self.stderr()[-4000:]}")
 
+    def choose_ports(self) -> None:
+        """Free ports for the next start attempt (a subclass with more listeners picks more)."""
+        self.port = free_port()
+
+    def ready_ports(self) -> list:
+        """The ports that must accept connections before the server counts as started."""
+        return [self.port]
+
     def _wait_ready(self):
         deadline = time.monotonic() + self.ready_timeout
+        waiting = list(self.ready_ports())
         while time.monotonic() < deadline:
             rc = self.proc.poll()
             if rc is not None:
                 self._stderr.close()
                 return False, f"exited with {rc} before accepting connections: {self.stderr()[-2000:]}"
             try:
-                with socket.create_connection((HOST, self.port), timeout=0.5):
-                    return True, ""
+                with socket.create_connection((HOST, waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+                    if not waiting:
+                        return True, ""
             except OSError:
                 time.sleep(0.05)
-        return False, f"port {self.port} not accepting connections after {self.ready_timeout}s"
+        return False, f"port(s) {waiting} not accepting connections after {self.ready_timeout}s"
 
     def stderr(self) -> str:
         try:

@@ -10,6 +10,9 @@
  *                         from the wrong thread and posts; the posted function finishes the
  *                         response with "done\n" if the request is alive, else counts alive=0
  *   /probe/stats          counters: aborts, ends, posted alive values, codes seen in callbacks
+ *   /probe/scheme         "scheme=<view.scheme> tls=<view.tls_version>\n" (ABI 1.2 fields); 501
+ *                         naming both minors when the host's table (or this build's header)
+ *                         is older than 1.2
  * Threads are joined in shutdown, so the library is never unloaded under a running thread.
  */
 #include <pthread.h>
@@ -133,6 +136,21 @@ static int on_request(aws_request req, const aws_request_view *view, void *user)
         late_started++;
         start_thread(late_thread, a);
         return 0;
+    }
+    if (str_eq(p, "/probe/scheme")) {
+        char body[256];
+#if AWS_PLUGIN_ABI_MINOR >= 2
+        /* scheme and tls_version lie at the end of the view: only a 1.2+ host fills them in. */
+        if (host->header.abi_minor >= 2) {
+            snprintf(body, sizeof body, "scheme=%.*s tls=%.*s\n",
+                     (int)view->scheme.len, view->scheme.len ? view->scheme.ptr : "",
+                     (int)view->tls_version.len, view->tls_version.len ? view->tls_version.ptr : "");
+            return reply_text(req, 200, body);
+        }
+#endif
+        snprintf(body, sizeof body, "no scheme in the request view: host ABI 1.%u, probe built against 1.%d\n",
+                 (unsigned)host->header.abi_minor, AWS_PLUGIN_ABI_MINOR);
+        return reply_text(req, 501, body);
     }
     if (str_eq(p, "/probe/stats")) {
         char body[1024];
