@@ -7,7 +7,7 @@ ROOT         ?= www
 APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test bench clean
+.PHONY: all build deps plugins run unit test bench bench-tls clean
 
 all: build
 
@@ -59,6 +59,10 @@ test: unit build plugins
 
 bench: plugins
 	bash bench/run.sh
+
+# HTTPS: aws vs nginx, same certificate and cipher (bench/tls.sh, bench/README.md).
+bench-tls: build
+	AWS_BIN=$(abspath $(BIN)) bash bench/tls.sh
 
 clean:
 	rm -rf .build Plugins/*.so Plugins/build

@@ -78,6 +78,7 @@ class Site:
             self.add(f"/{kind}/a.txt", f"hello from {kind}/a.txt over any scheme\n".encode())
             self.add(f"/{kind}/f_1m.bin", awstest.content(f"tls/{kind}/f_1m", MIB + 3))
             self.add(f"/{kind}/f_100k.bin", awstest.content(f"tls/{kind}/f_100k", 100 * KIB + 1))
+            self.add(f"/{kind}/f_12m.bin", awstest.content(f"tls/{kind}/f_12m", 12 * MIB + 5))
         self.add("/static/marker.txt", MARKER)
         self.big_sha256 = self._write_big("/static/big.bin")
         os.link(self.path("/static/big.bin"), self.path("/dynamic/big.bin"))
@@ -254,6 +255,37 @@ def test_pipelined_records_buffered_inside_openssl_are_served(live, pki, site):
             assert r.body == site.files[path], f"response {i}: {len(r.body)} bytes, not the file"
     finally:
         sock.close()
+
+
+@pytest.mark.parametrize("path", ["/static/f_12m.bin", "/dynamic/f_12m.bin"])
+def test_slow_reader_gets_every_byte(live, pki, site, path):
+    """A client with a small receive buffer that waits before reading, then reads in sips: the
+    response (larger than the server's socket buffer can take) fills the socket again and
+    again, so records wait inside OpenSSL (WANT_WRITE) and are retried from re-read file bytes.
+    Every byte must arrive, in order."""
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.settimeout(10)
+    raw.connect((HOST, live.tls_port))
+    sock = tu.client_context(pki.root).wrap_socket(raw, server_hostname="localhost")
+    try:
+        sock.sendall(f"GET {path}?slow=1 HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        time.sleep(0.3)
+        data = bytearray()
+        sips = 0
+        while True:
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            data += chunk
+            sips += 1
+            if sips % 64 == 0:
+                time.sleep(0.002)
+    finally:
+        sock.close()
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+    assert body == site.files[path], f"{len(body)} bytes (sha {awstest.sha256(body)[:12]}), expected {len(site.files[path])}"
 
 
 def test_plugin_stream_over_https(live, pki):

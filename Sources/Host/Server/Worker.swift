@@ -24,7 +24,7 @@ final class Worker: @unchecked Sendable {
     let logger: Logger
     /// Every recv lands here first; a connection copies out only bytes it must keep.
     let readBuffer: UnsafeMutableRawBufferPointer
-    /// One TLS record's worth of file bytes on their way into SSL_write (used within one call).
+    /// File bytes on their way into SSL_write, four TLS records at a time (used within one call).
     let tlsFileScratch: UnsafeMutableRawBufferPointer
     /// The certificates new TLS connections get: an immutable snapshot, replaced by `installTLS`
     /// when a reload succeeds.
@@ -75,7 +75,7 @@ final class Worker: @unchecked Sendable {
         accessLog = sink
         accessLogger = sink.map { sink in Logger(label: "aws.access") { _ in AccessLogHandler(sink: sink) } }
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
-        tlsFileScratch = .allocate(byteCount: 16 * 1024, alignment: 16)
+        tlsFileScratch = .allocate(byteCount: 64 * 1024, alignment: 16)
         self.tls = tls
         hstsField = config.hstsSeconds.map { Array("Strict-Transport-Security: max-age=\($0)\r\n".utf8) }
         liveHandles = HandleTable(capacity: config.maxConnections + 64)

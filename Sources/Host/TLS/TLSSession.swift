@@ -86,10 +86,11 @@ final class TLSSession {
         throw failed("SSL_write")
     }
 
-    /// Sends a file region: SSL_sendfile with kernel TLS; otherwise one record's worth read with
-    /// pread into the worker's scratch buffer and encrypted by SSL_write. A full socket leaves
-    /// the encrypted record in OpenSSL's buffer; the retry reads the same bytes again (the same
-    /// offset: the caller moves on only by what was sent), so no plaintext is kept in between.
+    /// Sends a file region: SSL_sendfile with kernel TLS; otherwise up to the scratch buffer's
+    /// size read with one pread and encrypted by SSL_write, record after record. A full socket
+    /// leaves the record it did not take in OpenSSL's buffer; the retry reads again from the
+    /// first byte not yet counted as sent (the caller moves on only by what was sent), which is
+    /// where that record begins, so no plaintext is kept between calls.
     func sendFile(_ file: Int32, offset: inout Int, count: Int) throws(SyscallError) -> Int? {
         if kernelSend {
             let n = SSL_sendfile(ssl, file, off_t(offset), count, 0)
@@ -105,9 +106,11 @@ final class TLSSession {
         repeat { got = pread(file, fileScratch.baseAddress!, want, off_t(offset)) } while got < 0 && errno == EINTR
         if got < 0 { throw SyscallError(call: "pread", errno: errno) }
         if got == 0 { return 0 }  // the file shrank: the caller ends the body
-        guard let n = try write(fileScratch.baseAddress!, got) else { return nil }
-        offset += n
-        return n
+        var sent = 0
+        while sent < got, let n = try write(fileScratch.baseAddress! + sent, got - sent) { sent += n }
+        if sent == 0 { return nil }
+        offset += sent
+        return sent
     }
 
     /// Sends close_notify (best effort: one try, never waits) before our side of the socket shuts.
