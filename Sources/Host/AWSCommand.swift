@@ -1,4 +1,5 @@
 import ArgumentParser
+import Glibc
 import CLinux
 import Logging
 
@@ -43,6 +44,15 @@ struct AWSCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Send Strict-Transport-Security: max-age=SECONDS on HTTPS responses.", valueName: "SECONDS")) var hsts: Int?
     @Flag(help: "Answer every plain HTTP request with 308 to the same URL on the HTTPS port.") var redirectHttps = false
 
+    @Option(help: ArgumentHelp("Folder of CGI programs run for /cgi/NAME (default: ROOT/cgi).", valueName: "DIR")) var cgiDir: String?
+    @Option(help: ArgumentHelp("Run this one program for every /cgi/... request (the rest of the path becomes PATH_INFO).", valueName: "PATH"))
+    var cgiScript: String?
+    @Option(name: .customLong("cgi-env"), help: ArgumentHelp("A variable for every CGI program's environment (repeatable).", valueName: "NAME=VALUE"))
+    var cgiEnv: [String] = []
+    @Option(help: "Seconds a CGI program may go without input or output before it is ended (504 if nothing was sent).") var cgiTimeout = 30.0
+    @Option(help: "CGI programs running at once in the whole server (503 past it).") var cgiMax = 64
+    @Flag(help: "No CGI: /cgi/ is served like any other path.") var noCgi = false
+
     @Option(help: "Longest request target, in bytes (414 past it).") var maxRequestLine = 8 * 1024
     @Option(help: "Most header bytes in a request (431 past it).") var maxHeaderBytes = 32 * 1024
     @Option(help: "Most header fields in a request (431 past it).") var maxHeaders = 100
@@ -77,6 +87,25 @@ struct AWSCommand: ParsableCommand {
         if let hsts, hsts < 0 { throw ValidationError("--hsts must not be negative") }
         if tlsPort == 0 { throw ValidationError("--tls-port must be a port number from 1 to 65535") }
         if let tlsPort, tlsPort == port && !noHttp { throw ValidationError("--tls-port and --port must differ") }
+        if !(cgiTimeout > 0 && cgiTimeout <= 86_400) { throw ValidationError("--cgi-timeout must be between 0 and 86400 seconds") }
+        if cgiMax < 1 { throw ValidationError("--cgi-max must be at least 1") }
+        if noCgi && (cgiDir != nil || cgiScript != nil || !cgiEnv.isEmpty) {
+            throw ValidationError("--no-cgi cannot go with --cgi-dir, --cgi-script or --cgi-env")
+        }
+        for item in cgiEnv {
+            guard let eq = item.firstIndex(of: "="), eq != item.startIndex,
+                  item[..<eq].utf8.allSatisfy({ ASCII.isAlphanumeric($0) || $0 == 95 }) else {
+                throw ValidationError("--cgi-env wants NAME=VALUE (NAME of letters, digits and _), got \(item)")
+            }
+        }
+        if let cgiScript {
+            guard let real = realpath(cgiScript, nil) else { throw ValidationError("--cgi-script \(cgiScript): no such file") }
+            defer { free(real) }
+            var st = stat()
+            guard stat(real, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG, access(real, X_OK) == 0 else {
+                throw ValidationError("--cgi-script \(cgiScript) is not an executable file")
+            }
+        }
         for item in tlsCertFor where TLSCertFor(item) == nil {
             throw ValidationError("--tls-cert-for wants HOST=CERT,KEY (HOST exact or *.domain), got \(item)")
         }
@@ -117,6 +146,7 @@ struct AWSCommand: ParsableCommand {
             config.hstsSeconds = hsts
             config.redirectHTTPS = redirectHttps
         }
+        config.cgi = noCgi ? nil : cgiSettings()
         config.maxRequestLine = maxRequestLine
         config.maxHeaderBytes = maxHeaderBytes
         config.maxHeaderCount = maxHeaders
@@ -143,6 +173,37 @@ struct AWSCommand: ParsableCommand {
             logger.critical("\(error)")
             throw ExitCode.failure
         }
+    }
+}
+
+extension AWSCommand {
+    /// The CGI flags, with the folder and the single script as real paths.
+    func cgiSettings() -> CGISettings {
+        var cgi = CGISettings()
+        let dir = cgiDir ?? (root.hasSuffix("/") ? root + "cgi" : root + "/cgi")
+        cgi.directory = Self.realPath(dir) ?? Self.absolute(dir)
+        cgi.script = cgiScript.flatMap(Self.realPath)
+        cgi.environment = cgiEnv.map { item in
+            let eq = item.firstIndex(of: "=")!
+            return (String(item[..<eq]), String(item[item.index(after: eq)...]))
+        }
+        cgi.timeout = Int64(cgiTimeout * 1000)
+        cgi.maxRunning = cgiMax
+        if let path = getenv("PATH") { cgi.path = String(cString: path) }
+        return cgi
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let real = realpath(path, nil) else { return nil }
+        defer { free(real) }
+        return String(cString: real)
+    }
+
+    private static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        return cText(buffer) + "/" + path
     }
 }
 

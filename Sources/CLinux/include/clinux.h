@@ -37,6 +37,20 @@ int aws_open_beneath(int dirfd, const char *path, int extra_flags);
 int aws_signalfd_for(const int *signals, int count);
 int aws_signalfd_read(int fd);   /* the signal number, 0 if none pending, -1 on error */
 
+/* CGI programs (spawn.c). Starts `path` with argv {path}, `envp`, working directory `dir`, and
+ * fds 0/1/2 from in/out/err; every other descriptor is closed in the child, the signal mask is
+ * empty, every signal has its default action, and the child leads a process group of its own.
+ * The pid, or -errno. */
+int aws_spawn_cgi(const char *path, char *const envp[], const char *dir, int in, int out, int err);
+/* A pidfd for `pid` (readable once it exits), -1 with errno. */
+int aws_pidfd_open(int pid);
+/* Reaps the child of `pidfd` if it has exited: 1 (and its exit status, or 128 + the signal that
+ * ended it, in *status), 0 while it runs, -1 with errno. */
+int aws_pidfd_reap(int pidfd, int *status);
+/* pipe2(O_CLOEXEC), with the parent's end (fds[parent_end]) non-blocking; the child's end stays
+ * blocking, as programs expect of their standard streams. */
+int aws_cgi_pipe(int fds[2], int parent_end);
+
 static inline uint32_t aws_epollin(void) { return EPOLLIN; }
 static inline uint32_t aws_epollout(void) { return EPOLLOUT; }
 static inline uint32_t aws_epollerr(void) { return EPOLLERR; }

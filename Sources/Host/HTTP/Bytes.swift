@@ -39,6 +39,7 @@ enum ASCII {
     }
 
     static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c | 0x20 : c }
+    static func isAlphanumeric(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
 
     static func hexValue(_ c: UInt8) -> UInt8? {
         switch c {

@@ -26,8 +26,9 @@ final class Exchange {
         case responding
         /// The response is done but the request body is not: read and discard it.
         case drainingBody
-        /// A plugin owns the request: its body is read while the plugin's response is sent.
-        case plugin
+        /// A handler — a plugin or a CGI program — owns the request: its body is read while the
+        /// handler's response is sent.
+        case handler
     }
 
     unowned(unsafe) let worker: Worker
@@ -67,6 +68,9 @@ final class Exchange {
     private(set) lazy var aioBody = AIOBody(exchange: self)
     private(set) lazy var memoryBody = MemoryBody()
     var plugin = PluginExchange()
+    /// The CGI program serving this request, when one does.
+    var cgi = CGIExchange()
+    private(set) lazy var cgiBody = CGIBody(exchange: self)
     /// The status code as sent (plugins may send codes `HTTPStatus` does not name).
     var statusCode = 200
     /// The head (and any body bytes in `pump.out`) is prepared.
@@ -74,6 +78,8 @@ final class Exchange {
     var closeAfterResponse = false
     private var willClose = false
     private var requestStartNanos: UInt64 = 0
+    /// Local redirects of CGI programs followed for this request (at most 10).
+    var internalRedirects = 0
     /// The current request has its access-log line (so a close does not log it twice).
     private var requestLogged = false
     private var logLine: [UInt8] = []
@@ -134,6 +140,7 @@ final class Exchange {
             endPluginRequest(aborted: !((plugin.response == .complete || plugin.response == .failed(from: .complete))
                                          && !pump.outPending && !pump.hasBody))
         }
+        if cgi.isActive { endCGIRequest(abandon: true) }
         pump.release()
     }
 
@@ -156,9 +163,13 @@ final class Exchange {
         case .responding:
             worker.logger.info("send stalled, closing", metadata: ["peer": "\(peer)"])
             connection.close()
-        case .plugin:
-            worker.logger.info("plugin request timed out (body or send stalled), closing", metadata: ["peer": "\(peer)"])
-            connection.close()
+        case .handler:
+            if cgi.isActive {
+                cgiDeadlineExpired()
+            } else {
+                worker.logger.info("plugin request timed out (body or send stalled), closing", metadata: ["peer": "\(peer)"])
+                connection.close()
+            }
         case .ready:
             connection.close()
         }
@@ -168,9 +179,9 @@ final class Exchange {
 
     func handleEvents(_ events: Epoll.Interest) {
         let connection = self.connection!
-        if phase == .plugin {
+        if phase == .handler {
             if events.contains(.writable) { drive() }
-            if connection.isOpen && isAttached && phase == .plugin
+            if connection.isOpen && isAttached && phase == .handler
                 && (events.contains(.readable) || !events.isDisjoint(with: [.error, .hangup, .peerClosed])) {
                 // Once the body is in, only the peer's close is watched: a plugin response may be
                 // idle for long (a stream, a long poll) and must learn at once that its client
@@ -178,7 +189,7 @@ final class Exchange {
                 if messageComplete { connection.close(); return }
                 connection.readAvailable()
             }
-            if connection.isOpen && !(isAttached && phase == .plugin) { connection.readAvailable() }
+            if connection.isOpen && !(isAttached && phase == .handler) { connection.readAvailable() }
             return
         }
         if phase == .responding {
@@ -192,12 +203,12 @@ final class Exchange {
     }
 
     /// A response is going out: writable interest is the pump's.
-    var isSending: Bool { phase == .responding || phase == .plugin }
+    var isSending: Bool { phase == .responding || phase == .handler }
 
     var wantsInput: Bool {
         switch phase {
         case .responding: false
-        case .plugin: !messageComplete
+        case .handler: !messageComplete && !cgi.inputIsFull
         default: true
         }
     }
@@ -232,7 +243,7 @@ final class Exchange {
             switch phase {
             case .responding:
                 return used
-            case .plugin:
+            case .handler:
                 if messageComplete { return used }
             case .sniffingMethod:
                 sniffMethod(UnsafeRawBufferPointer(rebasing: bytes[used...]))
@@ -265,7 +276,7 @@ final class Exchange {
             case .messageComplete(let consumed):
                 used += consumed
                 messageComplete = true
-                if plugin.route != nil { pluginMessageComplete() }
+                if plugin.route != nil { pluginMessageComplete() } else if cgi.isActive { cgiMessageComplete() }
                 if phase == .drainingBody { phase = .ready }
                 if phase == .readingBody { startResponding() }
             case .failed(let error):
@@ -273,7 +284,7 @@ final class Exchange {
                 used = bytes.count
             }
             guard isAttached else { return used }
-            if responseReady && phase != .responding && phase != .plugin && phase != .readingBody {
+            if responseReady && phase != .responding && phase != .handler && phase != .readingBody {
                 // A response that closes without reading the body starts now; otherwise the
                 // message is read to its end first (for a bodiless request: the head's last LF,
                 // which the head-complete pause leaves unconsumed), so no unread byte turns the
@@ -301,6 +312,7 @@ final class Exchange {
         refusal = nil
         requestLogged = false
         closeAfterResponse = false
+        internalRedirects = 0
         bodyBytesReceived = 0
         sniff.removeAll(keepingCapacity: true)
     }
@@ -330,9 +342,16 @@ final class Exchange {
             decodingFailed(HPE_CB_body)
             return
         }
-        // Bodies of requests answered from files are read and dropped; plugins get theirs.
-        if plugin.route != nil { pluginBody(bytes) }
+        // Bodies of requests answered from files are read and dropped; plugins and CGI programs
+        // get theirs.
+        if plugin.route != nil { pluginBody(bytes) } else if cgi.isActive { cgiRequestBody(bytes) }
     }
+
+    /// The target changed (an internal redirect): decode it again.
+    func resetPath() { pathResolved = false }
+
+    /// This response ends the connection whatever its head said (a body that cannot be framed).
+    func closeWhenDone() { willClose = true }
 
     /// Decodes and normalizes the target into `path` (once per request); the failure status if
     /// it cannot be served.
@@ -383,7 +402,7 @@ final class Exchange {
             // The head was answered (or is being answered); the rest of this request is broken
             // or too large, so the connection ends with that response.
             worker.logger.info("bad request body", metadata: ["peer": "\(peer)", "error": "\(String(cString: http_errno_name(error)))"])
-            if responseReady && phase != .responding && phase != .plugin {
+            if responseReady && phase != .responding && phase != .handler {
                 // Nothing sent yet: the body's fault replaces the prepared answer.
                 respondWithError(refusal ?? .badRequest, close: true)
                 startResponding()
@@ -440,7 +459,7 @@ final class Exchange {
     /// Sends what can be sent, then serves any pipelined requests already received.
     func drive() {
         while isAttached && connection.isOpen {
-            if phase == .responding || phase == .plugin {
+            if phase == .responding || phase == .handler {
                 let before = phase
                 flush()
                 if !isAttached || phase == before || !connection.isOpen { return }
@@ -464,11 +483,11 @@ final class Exchange {
 
     /// Sends head, then body, as far as the socket takes them.
     private func flush() {
-        let progress = phase == .plugin ? pluginFlush() : pump.run()
+        let progress = phase != .handler ? pump.run() : cgi.isActive ? cgiFlush() : pluginFlush()
         guard isAttached && connection.isOpen else { return }
-        // While a plugin request's body is still arriving, keep reading it; once it is in, watch
-        // only for the peer hanging up.
-        let input: Epoll.Interest = phase == .plugin ? (messageComplete ? .peerClosed : .readable) : []
+        // While a handler's request body is still arriving, keep reading it (unless a CGI
+        // program's input is full: backpressure); once it is in, watch only for the peer hanging up.
+        let input: Epoll.Interest = phase != .handler ? [] : messageComplete ? .peerClosed : cgi.inputIsFull ? [] : .readable
         switch progress {
         case .done:
             finishResponse()
@@ -479,7 +498,7 @@ final class Exchange {
         case .waiting:
             connection.setInterest(input)
             guard isAttached else { return }
-            if phase == .plugin && !pump.hasBody {
+            if phase == .handler && !pump.hasBody && !cgi.isActive {
                 // Waiting for the plugin: no deadline once the request is in (a stream may be
                 // quiet for long); the body timeout while it is still arriving.
                 if messageComplete { connection.clearDeadline() } else { connection.setDeadline(worker.config.bodyTimeout) }
@@ -494,6 +513,10 @@ final class Exchange {
         pump.release()
         if plugin.route != nil {
             endPluginRequest()
+            phase = .responding
+        }
+        if cgi.isActive {
+            endCGIRequest(abandon: false)
             phase = .responding
         }
         connection.requestsServed += 1
@@ -547,7 +570,7 @@ final class Exchange {
     /// A complete error response with its short HTML page.
     func respondWithError(_ status: HTTPStatus, close: Bool = false, allow: String? = nil) {
         // A plugin's queued part is given back by the plugin code, with its release callback.
-        if phase != .plugin { pump.release() }
+        if phase != .handler { pump.release() }
         if close { closeAfterResponse = true }
         beginResponse(status)
         let page = StatusTable.shared.errorPage(status)
@@ -579,13 +602,13 @@ final class Exchange {
 
     /// A read this exchange started has completed.
     func aioCompleted(_ slot: Int) {
-        guard phase == .responding || phase == .plugin, pump.producer === aioBody, aioBody.isWaiting(for: slot) else { return }
+        guard phase == .responding || phase == .handler, pump.producer === aioBody, aioBody.isWaiting(for: slot) else { return }
         drive()
     }
 
     /// A buffer freed up after this exchange found none.
     func aioSlotAvailable() {
-        guard phase == .responding || phase == .plugin, pump.producer === aioBody else { return }
+        guard phase == .responding || phase == .handler, pump.producer === aioBody else { return }
         drive()
     }
 

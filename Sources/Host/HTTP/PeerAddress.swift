@@ -38,6 +38,15 @@ struct PeerAddress {
         out.append(decimal: port)
     }
 
+    /// The address without brackets, and the port: REMOTE_ADDR and REMOTE_PORT of CGI.
+    var hostAndPort: (String, Int) {
+        let text = description
+        guard let colon = text.lastIndex(of: ":") else { return (text, 0) }
+        var host = text[..<colon]
+        if host.hasPrefix("[") { host = host.dropFirst().dropLast() }
+        return (String(host), Int(text[text.index(after: colon)...]) ?? 0)
+    }
+
     var description: String {
         var bytes: [UInt8] = []
         append(to: &bytes)

@@ -98,6 +98,13 @@ struct RequestHead {
         headers[i].value = headers[i].value.lowerBound..<storage.count
     }
 
+    /// A new target for the same request (a CGI program's local redirect).
+    mutating func replaceTarget(_ bytes: [UInt8]) {
+        let start = storage.count
+        storage.append(contentsOf: bytes)
+        target = start..<storage.count
+    }
+
     /// Classifies the headers once the head is complete.
     mutating func finishHeaders() {
         for (index, header) in headers.enumerated() {

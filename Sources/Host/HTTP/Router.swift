@@ -41,6 +41,7 @@ extension Exchange {
             return
         }
         if dispatchToPlugin() { return }
+        if dispatchToCGI() { return }
         // Files never read a request body, so `Expect: 100-continue` is answered with the final
         // status straight away (RFC 9110 §10.1.1). The client may then withhold the body, so the
         // connection closes after the response rather than wait for content that may never come.

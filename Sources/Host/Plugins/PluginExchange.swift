@@ -145,7 +145,7 @@ extension Exchange {
         worker.liveHandles.set(plugin.handle, slot: slot)
         plugin.stage = .routed
         route.plugin.addUses(1)
-        phase = .plugin
+        phase = .handler
         switch route.target {
         case .function(let f):
             plugin.function = f
@@ -164,7 +164,7 @@ extension Exchange {
 
     var requestHasBody: Bool { request.hasBody }
 
-    private func sendContinueIfExpected() {
+    func sendContinueIfExpected() {
         guard request.has(.expect), request.versionMinor >= 1 else { return }
         let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
         // Best effort and tiny: the socket is idle at this point. If it would block, the client
@@ -453,7 +453,7 @@ extension Exchange {
 
     /// A posted function or another callback returned: send whatever it queued.
     func pluginCallbackReturned() {
-        guard isAttached, connection.isOpen, phase == .plugin else { return }
+        guard isAttached, connection.isOpen, phase == .handler else { return }
         drive()
     }
 
@@ -547,7 +547,7 @@ extension Exchange {
         let handle = plugin.handle
         let wasActive = plugin.stage == .active
         plugin.stage = .settled
-        if phase == .plugin { pump.release() }
+        if phase == .handler { pump.release() }
         if plugin.part.isOutstanding { releasePart() }
         if wasActive && callEnd, let handler {
             plugin.stage = .ending

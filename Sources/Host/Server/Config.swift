@@ -19,6 +19,9 @@ struct Config: Sendable {
     /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
     var deferAccept = false
 
+    /// CGI under /cgi/ (nil: `--no-cgi`).
+    var cgi: CGISettings? = CGISettings()
+
     // HTTPS
     /// Certificates and the TLS port; nil: no TLS listener.
     var tls: TLSSettings?
@@ -47,4 +50,19 @@ struct Config: Sendable {
     /// Request lines are info-level lines: on with the default level, and always when a file is
     /// named for them (`--access-log FILE --log-level warning` keeps the file, quiets stderr).
     var accessLogEnabled: Bool { accessLogPath != nil || logLevel <= .info }
+}
+
+/// `--cgi-dir`, `--cgi-script`, `--cgi-env`, `--cgi-timeout`, `--cgi-max`.
+struct CGISettings: Sendable {
+    /// The folder of programs, as a real path (resolved at start; `<root>/cgi` by default).
+    var directory = ""
+    /// One program for every /cgi/ request (absolute real path).
+    var script: String?
+    var environment: [(String, String)] = []
+    /// No progress (input or output) for this long ends the program: 504 if nothing was sent.
+    var timeout: Int64 = 30_000
+    /// Programs running at once in the whole server.
+    var maxRunning = 64
+    /// The PATH programs get: the server's own.
+    var path = "/usr/local/bin:/usr/bin:/bin"
 }

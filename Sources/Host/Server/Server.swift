@@ -58,13 +58,14 @@ final class Server {
 
         let control = try EventLoop(tickMillis: 1000)
         let plugins = PluginHost(control: control, loader: loader, table: routes, logger: logger)
-        let budget = ConnectionBudget(limit: config.maxConnections)
+        let budget = SharedLimit(limit: config.maxConnections)
+        let cgiSlots = config.cgi.map { SharedLimit(limit: $0.maxRunning) }
         var workers: [Worker] = []
         for i in 0..<config.workers {
             // Per port: this worker's own socket, or the one shared by all.
             let sockets = [plain, secure].compactMap { $0.isEmpty ? nil : $0[$0.count == 1 ? 0 : i] }
             workers.append(try Worker(index: i, config: config, root: root, listeners: sockets, tls: tls, plugins: plugins,
-                                      budget: budget, logger: logger))
+                                      budget: budget, cgiSlots: cgiSlots, logger: logger))
         }
         // Plugin handles name their worker by index: the table is complete before any plugin runs.
         HostAPI.workers = workers

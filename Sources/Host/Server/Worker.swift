@@ -53,14 +53,19 @@ final class Worker: @unchecked Sendable {
     private(set) var routes: RouteTable
     let plugins: PluginHost
     /// Open connections of the whole server, against `--max-connections`.
-    private let budget: ConnectionBudget
+    private let budget: SharedLimit
+    /// Programs running in the whole server, against `--cgi-max` (nil without CGI).
+    let cgiSlots: SharedLimit?
+    /// CGI programs this worker started and has not yet reaped (or whose pipes are still open).
+    private var cgiProcesses: [ObjectIdentifier: CGIProcess] = [:]
     var isLoopThread: Bool { loop.isOnLoop }
     private(set) var openConnections = 0
     private var acceptPausedUntil: Int64 = 0
     private var shutdownDeadline: Int64 = .max
 
     init(index: Int, config: Config, root: DocumentRoot, listeners sockets: [ListeningSocket], tls: TLSContexts?,
-         plugins: PluginHost, budget: ConnectionBudget, logger: Logger) throws {
+         plugins: PluginHost, budget: SharedLimit, cgiSlots: SharedLimit?, logger: Logger) throws {
+        self.cgiSlots = cgiSlots
         self.index = index
         self.routes = plugins.table
         self.plugins = plugins
@@ -104,6 +109,8 @@ final class Worker: @unchecked Sendable {
     func run() throws {
         try loop.run()
         loop.runRemainingPosted()
+        // No CGI program outlives the server.
+        for process in cgiProcesses.values { process.reapNow() }
         accessLog?.flush()
     }
 
@@ -119,6 +126,7 @@ final class Worker: @unchecked Sendable {
 
     private func tick() {
         date.refresh()
+        for process in cgiProcesses.values { process.killIfDue(now: loop.now) }
         wheel.advance(to: loop.now)
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
@@ -249,6 +257,22 @@ final class Worker: @unchecked Sendable {
 
     func exchange(slot: Int) -> Exchange? { slot < exchanges.count ? exchanges[slot] : nil }
 
+    // MARK: CGI programs
+
+    /// Takes charge of a started program until it is reaped and its pipes are closed.
+    func adopt(_ process: CGIProcess) { cgiProcesses[ObjectIdentifier(process)] = process }
+
+    /// The program was reaped: its `--cgi-max` slot is free.
+    func cgiExited(_ process: CGIProcess) {
+        cgiSlots?.give()
+        cgiChanged(process)
+    }
+
+    /// Forgets a program once nothing of it is left.
+    func cgiChanged(_ process: CGIProcess) {
+        if process.isFinished { cgiProcesses[ObjectIdentifier(process)] = nil }
+    }
+
     // MARK: shutdown
 
     /// Stops accepting, lets responses in flight finish within the grace period, closes idle
@@ -259,7 +283,7 @@ final class Worker: @unchecked Sendable {
         shutdownDeadline = loop.now + config.shutdownGrace
         stopAccepting()
         for case let c? in connections where c.isOpen {
-            if let x = c.exchange, x.phase == .responding || x.phase == .plugin { continue }
+            if let x = c.exchange, x.phase == .responding || x.phase == .handler { continue }
             c.close()
         }
         if openConnections == 0 { loop.stop() }
@@ -299,8 +323,9 @@ struct ListeningSocket: Sendable {
     func closeIfOwned() { if !shared { Sys.close(fd) } }
 }
 
-/// The whole server's open connections against `--max-connections`, shared by every worker.
-final class ConnectionBudget: Sendable {
+/// A count shared by every worker against a limit: open connections (`--max-connections`),
+/// running CGI programs (`--cgi-max`).
+final class SharedLimit: Sendable {
     private let open = Atomic<Int>(0)
     private let limit: Int
     init(limit: Int) { self.limit = limit }
