@@ -16,49 +16,30 @@
 # machine the TLS client is often the bottleneck. Servers are started from configs generated
 # in a temporary folder, listen on 127.0.0.1 only, are pinned like bench/run.sh's, and are all
 # stopped on exit, including on Ctrl-C. See bench/README.md ("HTTPS") for the details.
+# What it shares with bench/run.sh (common settings, tools, pinning, starting and stopping
+# servers, nginx's common config, rounds, report helpers) is in bench/lib.sh.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # ---------------------------------------------------------------- settings
-SECONDS_PER_RUN=${BENCH_SECONDS:-5}
-WARMUP_SECONDS=${BENCH_WARMUP_SECONDS:-1}
-CONNECTIONS=${BENCH_CONNECTIONS:-50}
+# Besides lib.sh's (BENCH_SECONDS, BENCH_WARMUP_SECONDS, BENCH_CONNECTIONS, BENCH_SKIP_AWS,
+# BENCH_SERVER_CPU, BENCH_CLIENT_CPU, BENCH_KEEP, AWS_ARGS, BENCH_WORKERS, BENCH_ROUNDS):
 CURL_RUNS=${BENCH_CURL_RUNS:-5}
-SKIP_AWS=${BENCH_SKIP_AWS:-0}
-SERVER_CPU=${BENCH_SERVER_CPU:-1}
-CLIENT_CPU=${BENCH_CLIENT_CPU:-0}
-KEEP=${BENCH_KEEP:-0}
-AWS_EXTRA_ARGS=${AWS_ARGS:-}
-WORKER_COUNTS=${BENCH_WORKERS:-1 2}
-ROUNDS=${BENCH_ROUNDS:-1}
 HANDSHAKES=${BENCH_TLS_HANDSHAKES:-full-1.3 ticket-1.3 full-1.2 ticket-1.2 id-1.2}
 CLIENTS=${BENCH_TLS_CLIENTS:-auto}
 SATURATION=${BENCH_TLS_SATURATION:-85}
 ALLOW_MISMATCH=${BENCH_TLS_ALLOW_MISMATCH:-0}
 NGINX_KTLS=${BENCH_NGINX_KTLS:-1}
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/.." && pwd)
-RESULTS_DIR="$HERE/results"
-ADDR=127.0.0.1   # never anything else
 SNI=localhost    # the certificate's name (it also carries IP:127.0.0.1)
 
-log()  { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
-warn() { printf '\033[33mwarning:\033[0m %s\n' "$*" >&2; }
-die()  { printf '\033[31merror:\033[0m %s\n' "$*" >&2; exit 1; }
-
-[[ ${BASH_VERSINFO[0]} -ge 4 ]] || die "bash 4 or newer is needed"
-[[ $SECONDS_PER_RUN =~ ^[0-9]+$ && $SECONDS_PER_RUN -ge 1 ]] || die "BENCH_SECONDS must be a positive integer"
 [[ $WARMUP_SECONDS =~ ^[0-9]+$ ]] || die "BENCH_WARMUP_SECONDS must be a whole number of seconds"
-[[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "BENCH_ROUNDS must be a positive integer"
 [[ $CURL_RUNS =~ ^[0-9]+$ && $CURL_RUNS -ge 1 ]] || die "BENCH_CURL_RUNS must be a positive integer"
 [[ $CONNECTIONS =~ ^[0-9]+$ && $CONNECTIONS -ge 1 ]] || die "BENCH_CONNECTIONS must be a positive integer"
 [[ $CLIENTS = auto || ( $CLIENTS =~ ^[0-9]+$ && $CLIENTS -ge 1 ) ]] || die "BENCH_TLS_CLIENTS must be a positive integer or auto"
 [[ $SATURATION =~ ^[0-9]+$ ]] || die "BENCH_TLS_SATURATION must be a percentage (0: never mark)"
-declare -a COUNTS=()
-for n in $WORKER_COUNTS; do
-  [[ $n =~ ^[0-9]+$ && $n -ge 1 ]] || die "BENCH_WORKERS: '$n' is not a positive integer"
-done
-mapfile -t COUNTS < <(printf '%s\n' $WORKER_COUNTS | sort -n -u)
+parse_worker_counts
 (( ${#COUNTS[@]} > 0 )) || die "BENCH_WORKERS is empty"
 declare -a HS_LIST=()
 for h in $HANDSHAKES; do
@@ -67,28 +48,9 @@ for h in $HANDSHAKES; do
   HS_LIST+=("$h")
 done
 
-declare -a SERVERS=()
-[[ $SKIP_AWS = 1 ]] || SERVERS+=(aws)
-SERVERS+=(nginx)
+# SERVERS (lib.sh): aws (unless BENCH_SKIP_AWS=1) and nginx.
 
 # ---------------------------------------------------------------- tools
-SUDO=""
-[[ $(id -u) = 0 ]] || SUDO=sudo
-APT_UPDATED=0
-apt_install() {   # apt_install PKG... — only called for what is missing
-  command -v apt-get >/dev/null || die "missing $* and no apt-get here: install it by hand"
-  log "installing with apt: $*"
-  if [[ $APT_UPDATED = 0 ]]; then $SUDO apt-get update -qq; APT_UPDATED=1; fi
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
-}
-need() {          # need COMMAND PACKAGE [FALLBACK-PACKAGE]
-  local cmd=$1 pkg=$2 alt=${3:-}
-  command -v "$cmd" >/dev/null 2>&1 && return 0
-  [[ -x /usr/sbin/$cmd ]] && return 0
-  if ! apt_install "$pkg" && [[ -n $alt ]]; then apt_install "$alt"; fi
-  command -v "$cmd" >/dev/null 2>&1 || [[ -x /usr/sbin/$cmd ]] || die "could not install $cmd"
-}
-export PATH="$PATH:/usr/sbin:/sbin"
 need wrk wrk
 need curl curl
 need openssl openssl
@@ -100,50 +62,22 @@ need cc gcc
 echo '#include <openssl/ssl.h>' | cc -E -x c - >/dev/null 2>&1 || apt_install libssl-dev
 CLK_TCK=$(getconf CLK_TCK)
 
-# CPU pinning, per worker count N, as in bench/run.sh (set_pinning N sets SRV_PIN, CLI_PIN,
-# WRK_THREADS, PIN_NOTE, SRV_CPUS = CPUs the server has to itself, 0 when not pinned):
-# - N = 1: the server on SERVER_CPU, the clients on CLIENT_CPU, wrk -t1;
-# - N > 1: with at least 2N CPUs, the server on CPUs N..2N-1 and the clients on 0..N-1;
-#   with fewer, nothing is pinned and wrk runs -tN (or one thread per CPU if fewer).
-NCPU=$(nproc)
-if (( NCPU < 2 )); then warn "$NCPU CPU: nothing is pinned"; fi
-set_pinning() {
-  local n=$1
-  if (( n == 1 )); then
-    WRK_THREADS=1
-    if (( NCPU >= 2 && SERVER_CPU < NCPU && CLIENT_CPU < NCPU && SERVER_CPU != CLIENT_CPU )); then
-      SRV_PIN=(taskset -c "$SERVER_CPU"); CLI_PIN=(taskset -c "$CLIENT_CPU"); SRV_CPUS=1; CLI_CPUS=1
-      PIN_NOTE="server on CPU $SERVER_CPU, clients on CPU $CLIENT_CPU"
-    else
-      SRV_PIN=(); CLI_PIN=(); SRV_CPUS=0; CLI_CPUS=$NCPU
-      PIN_NOTE="not pinned ($NCPU CPUs; BENCH_SERVER_CPU/BENCH_CLIENT_CPU unusable)"
-    fi
-  elif (( NCPU >= 2 * n )); then
-    WRK_THREADS=$n; SRV_CPUS=$n; CLI_CPUS=$n
-    SRV_PIN=(taskset -c "$n-$(( 2 * n - 1 ))"); CLI_PIN=(taskset -c "0-$(( n - 1 ))")
-    PIN_NOTE="server on CPUs $n-$(( 2 * n - 1 )), clients on CPUs 0-$(( n - 1 ))"
-  else
-    WRK_THREADS=$(( n < NCPU ? n : NCPU )); SRV_CPUS=0; CLI_CPUS=$NCPU
-    SRV_PIN=(); CLI_PIN=(); PIN_NOTE="not pinned ($NCPU CPUs, fewer than 2 x $n): servers and clients share them"
-  fi
+# CPU pinning per worker count, as in bench/run.sh (set_pinning N, in lib.sh), with several
+# clients on the client CPU(s).
+init_pinning
+PIN_CLIENT="clients"
+PIN_BOTH="servers and clients"
+HS_PROCS=2
+set_tls_pinning() {   # set_tls_pinning N — set_pinning N, then HS_PROCS
+  set_pinning "$1"
   # Parallel handshake clients: each is a blocking, sequential loop, so two per client CPU
   # keep those CPUs busy while the others wait for the server.
   if [[ $CLIENTS = auto ]]; then HS_PROCS=$(( 2 * CLI_CPUS )); else HS_PROCS=$CLIENTS; fi
 }
-SRV_PIN=(); CLI_PIN=(); WRK_THREADS=1; PIN_NOTE=""; SRV_CPUS=0; CLI_CPUS=1; HS_PROCS=2
 
 # ---------------------------------------------------------------- aws binary
 if [[ $SKIP_AWS != 1 ]]; then
-  if [[ -z ${AWS_BIN:-} ]]; then
-    command -v swift >/dev/null || die "swift not found: set AWS_BIN=/path/to/aws or BENCH_SKIP_AWS=1"
-    log "building aws (release)"
-    (cd "$REPO" && swift build -c release --product aws) >&2
-    AWS_BIN="$REPO/.build/release/aws"
-  fi
-  # Always by path: a bare 'aws' would be the Amazon CLI.
-  [[ $AWS_BIN == */* ]] || AWS_BIN="./$AWS_BIN"
-  [[ -f $AWS_BIN && -x $AWS_BIN ]] || die "aws binary not found or not executable: $AWS_BIN"
-  AWS_BIN=$(cd "$(dirname "$AWS_BIN")" && pwd)/$(basename "$AWS_BIN")
+  find_aws_bin
   aws_help=$("$AWS_BIN" --help 2>&1 || true)
   [[ $aws_help == *--tls-port* ]] \
     || die "$AWS_BIN --help does not mention --tls-port: this aws has no HTTPS (BENCH_SKIP_AWS=1 runs nginx alone)"
@@ -151,52 +85,14 @@ if [[ $SKIP_AWS != 1 ]]; then
 fi
 
 # ---------------------------------------------------------------- temp folder + cleanup
-BASE=${BENCH_DIR:-${TMPDIR:-/tmp}}
-mkdir -p "$BASE"
-T=$(mktemp -d "$BASE/aws-bench-tls.XXXXXX")
-chmod 755 "$T"   # servers that drop privileges must still read the doc root
-DOC="$T/root"
+make_temp_dir aws-bench-tls
 TLS="$T/tls"
-declare -A PID=() PORT=() TLSPORT=()
-
-stop_server() {
-  local name=$1 pid=${PID[$1]:-}
-  [[ -n $pid ]] || return 0
-  unset "PID[$name]"
-  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-declare -a CLIENT_PIDS=()
-cleanup() {
-  local rc=$?
-  local s p
-  trap - EXIT INT TERM
-  for p in "${CLIENT_PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  for s in "${!PID[@]}"; do stop_server "$s"; done
-  if [[ $KEEP = 1 ]]; then log "kept $T"; else rm -rf "$T"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'warn "failed at line $LINENO: $BASH_COMMAND"' ERR
-trap 'echo >&2; warn "interrupted"; exit 130' INT
-trap 'exit 143' TERM
+declare -A TLSPORT=()
+set_traps
 
 # ---------------------------------------------------------------- document root, certificates
-avail_kib=$(df -Pk "$T" | awk 'NR==2 {print $4}')
-(( avail_kib / 1024 > 110 )) || die "need ~110 MiB free in $BASE (have $((avail_kib / 1024)) MiB); set BENCH_DIR"
-
-gen() {   # gen FILE BYTES SEED — deterministic pseudo-random bytes
-  local f=$1 n=$2 seed=$3
-  { openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$seed" -in /dev/zero 2>/dev/null || true; } | head -c "$n" >"$f"
-  [[ $(stat -c %s "$f") = "$n" ]] || die "could not write $f"
-}
-declare -A SIZE=([1k]=1024 [1m]=1048576 [100m]=104857600)
-log "generating document root in $DOC"
-mkdir -p "$DOC/static"
-for s in 1k 1m 100m; do gen "$DOC/static/$s.bin" "${SIZE[$s]}" "aws-bench-static-$s"; done
-printf '<!doctype html><title>aws bench</title>\n' >"$DOC/index.html"
+check_free_space 110
+make_doc_root static
 
 # A throw-away CA and a leaf for localhost / 127.0.0.1, both ECDSA P-256. Both servers get
 # CHAIN (leaf then CA) and KEY, so they send the same two certificates and sign with the same key.
@@ -405,31 +301,9 @@ EOF2
 cc -O2 -Wall -o "$T/tls_hs" "$T/tls_hs.c" -lssl -lcrypto 2>"$T/tls_hs.log" \
   || { cat "$T/tls_hs.log" >&2; die "could not compile the handshake client (needs cc and libssl-dev)"; }
 
-# ---------------------------------------------------------------- ports
-port_in_use() {
-  if command -v ss >/dev/null; then
-    [[ -n $(ss -Htln "sport = :$1" 2>/dev/null) ]]
-  else
-    (exec 3<>"/dev/tcp/$ADDR/$1") 2>/dev/null
-  fi
-}
-USED_PORTS=" "
-FREE_PORT=""
-free_port() {     # sets FREE_PORT to a port nothing listens on (20000-29999, below the ephemeral range)
-  local p
-  for _ in $(seq 200); do
-    p=$(( 20000 + RANDOM % 10000 ))
-    [[ $USED_PORTS == *" $p "* ]] && continue
-    port_in_use "$p" && continue
-    USED_PORTS+="$p "; FREE_PORT=$p; return 0
-  done
-  die "no free port found"
-}
-
 # ---------------------------------------------------------------- server configs
 # The write_* functions read CFG_WORKERS and CFG_PROBE (1: the kTLS probe start: nginx logs
 # at debug level, aws at info level, so that each says whether it uses kTLS).
-CFG_WORKERS=1
 CFG_PROBE=0
 # Mozilla "intermediate" TLS 1.2 suites, as aws uses (ECDHE + AES-GCM / CHACHA20-POLY1305);
 # TLS 1.3 keeps OpenSSL's default suites on both. The client's preference decides on both.
@@ -439,34 +313,9 @@ NGINX_DEBUG=0
 if nginx -V 2>&1 | grep -q -- '--with-debug'; then NGINX_DEBUG=1; fi
 
 write_nginx() {
-  local d="$T/nginx" p=$1 master=off level=warn
-  if (( CFG_WORKERS > 1 )); then master=on; fi   # worker_processes needs the master process
+  local p=$1 level=warn
   if (( CFG_PROBE )); then level=debug; fi
-  mkdir -p "$d"/{client_body,proxy,fastcgi,uwsgi,scgi}
-  {
-    if [[ $(id -u) = 0 ]]; then echo "user root;"; fi
-    cat <<EOF2
-worker_processes $CFG_WORKERS;
-daemon off;
-master_process $master;
-pid $d/nginx.pid;
-error_log $d/error.log $level;
-events { worker_connections 4096; }
-http {
-    default_type application/octet-stream;
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    tcp_nodelay on;
-    keepalive_requests 100000;
-    keepalive_timeout 65;
-    open_file_cache max=1000 inactive=20s;
-    open_file_cache_valid 30s;
-    client_body_temp_path $d/client_body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
+  write_nginx_conf "$level" 4096 <<EOF2
     server {
         listen $ADDR:$p ssl;
         server_name $SNI;
@@ -483,12 +332,7 @@ http {
         ssl_conf_command NumTickets 1;
         $NGINX_KTLS_LINE
     }
-}
 EOF2
-  } >"$d/nginx.conf"
-  nginx -t -q -p "$d/" -c "$d/nginx.conf" -e "$d/error.log" 2>"$d/test.log" \
-    || { cat "$d/test.log" >&2; die "generated nginx config is invalid ($d/nginx.conf)"; }
-  CMD=(nginx -p "$d/" -c "$d/nginx.conf" -e "$d/error.log")
 }
 # kTLS for nginx: `ssl_conf_command Options KTLS` (nginx >= 1.21.4 with OpenSSL 3) lets it use
 # SSL_sendfile when the kernel offers kTLS; kept when this nginx accepts it.
@@ -515,31 +359,14 @@ write_aws() {
   CMD+=($AWS_EXTRA_ARGS)
 }
 
-PHASE=""   # names the server logs of this start: probe, w1, w2, ...
-start_server() {
+start_server() {   # start_server NAME — PHASE names its logs: probe, w1, w2, ...
   local name=$1 p
   free_port; p=$FREE_PORT
   PORT[$name]=$p; TLSPORT[$name]=$p
   "write_$name" "$p"
   mkdir -p "$T/$name"
-  local out="$T/$name/stdout-$PHASE.log" err="$T/$name/stderr-$PHASE.log"
   log "starting $name ($PHASE) on $ADDR:${TLSPORT[$name]} (TLS): ${CMD[*]}"
-  # setsid: own session and process group (stopped as a whole; its processes are found for
-  # the CPU figures with ps -s), no terminal signals. taskset execs the server.
-  setsid "${SRV_PIN[@]}" "${CMD[@]}" </dev/null >"$out" 2>"$err" &
-  PID[$name]=$!
-  for _ in $(seq 100); do
-    if ! kill -0 "${PID[$name]}" 2>/dev/null; then
-      tail -n 20 "$err" "$out" "$T/$name/error.log" 2>/dev/null >&2 || true
-      unset "PID[$name]"
-      return 1
-    fi
-    curl -s -o /dev/null --max-time 1 --cacert "$CA" "https://$ADDR:${TLSPORT[$name]}/" && return 0
-    sleep 0.1
-  done
-  tail -n 20 "$err" "$T/$name/error.log" 2>/dev/null >&2 || true
-  stop_server "$name"
-  return 1
+  launch_server "$name" "https://$ADDR:${TLSPORT[$name]}/" --cacert "$CA"
 }
 
 # ---------------------------------------------------------------- checks
@@ -603,8 +430,6 @@ check_server() {   # files, chain, negotiated parameters and resumption, once pe
 # one CPU) and PERCPU (work per server CPU-second). "!" marks errors, "~" a server that used
 # less than SATURATION % of the CPUs it was pinned to (the client was the bottleneck).
 declare -A VALS=() CPUP=() PERCPU=() RESULT=() RESULT_CPU=() RESULT_PER=()
-declare -a NOTES=() DETAILS=()
-ROUND=1
 server_ticks() {   # CPU ticks (user + system) of every process in the server's session
   local pids
   pids=$(ps -o pid= -s "${PID[$1]}" 2>/dev/null | tr -d ' ' | sed 's|.*|/proc/&/stat|' || true)
@@ -613,11 +438,6 @@ server_ticks() {   # CPU ticks (user + system) of every process in the server's 
   cat $pids 2>/dev/null | awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
 }
 now_ns() { date +%s%N; }
-note() {   # note SERVER KEY TEXT
-  local where="$1, ${2%@*}, ${2##*@} worker(s)"
-  if (( ROUNDS > 1 )); then where+=", round $ROUND"; fi
-  NOTES+=("$where: $3")
-}
 record() { # record SERVER KEY VALUE UNITS TICKS WALL_NS — UNITS: requests, connections or MiB done
   local name=$1 key=$2 v=$3 units=$4 ticks=$5 wall=$6 cpu per
   cpu=$(awk -v t="$ticks" -v hz="$CLK_TCK" -v w="$wall" 'BEGIN { if (w <= 0) print "-"; else printf "%.0f", t / hz / (w / 1e9) * 100 }')
@@ -631,14 +451,7 @@ record() { # record SERVER KEY VALUE UNITS TICKS WALL_NS — UNITS: requests, co
   printf '   %-6s %-16s %-4s %10s   server CPU %4s%%   %s per CPU-s\n' "$name" "$key" "$r" "$v" "$cpu" "$per" >&2
 }
 
-# A wrk script whose done() prints exact totals (wrk's own summary rounds to 2 decimals).
-cat >"$T/summary.lua" <<'EOF2'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format("BENCH requests=%d bytes=%d duration_us=%d connect=%d read=%d write=%d status=%d timeout=%d\n",
-    summary.requests, summary.bytes, summary.duration, e.connect, e.read, e.write, e.status, e.timeout))
-end
-EOF2
+write_wrk_lua
 
 run_wrk() {   # run_wrk SERVER KEY URL — keep-alive req/s over TLS
   local name=$1 key=$2 url=$3 out line errs v units t0 t1 c0 c1
@@ -656,12 +469,7 @@ run_wrk() {   # run_wrk SERVER KEY URL — keep-alive req/s over TLS
     note "$name" "$key" "wrk failed: $(tail -n 2 <<<"$out" | paste -sd' ' -)"
     v="-"; units="-"
   else
-    errs=$(awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-                  s = ""
-                  if (v["status"] > 0) s = s sprintf("%d non-2xx/3xx responses; ", v["status"])
-                  if (v["connect"] + v["read"] + v["write"] + v["timeout"] > 0)
-                    s = s sprintf("socket errors: connect %d, read %d, write %d, timeout %d", v["connect"], v["read"], v["write"], v["timeout"])
-                  sub(/; $/, "", s); print s }' <<<"$line")
+    errs=$(wrk_errors "$line")
     read -r v units < <(awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
         t = v["duration_us"] / 1e6; if (t <= 0) { print "- -"; exit }
         printf "%d %d\n", v["requests"] / t + 0.5, v["requests"] }' <<<"$line")
@@ -740,23 +548,7 @@ run_curl() {  # run_curl SERVER KEY — median of CURL_RUNS 100 MiB downloads ov
   record "$name" "$key" "$v" "$(( good * 100 ))" $(( c1 - c0 )) $(( t1 - t0 ))
 }
 
-median() {  # median "V1 V2 ..." METRIC — marks "!" / "~" carried over; "-" if none is a number
-  awk -v m="$2" '{ n = 0; bad = ""; low = ""
-      for (i = 1; i <= NF; i++) { v = $i; if (v ~ /!/) bad = "!"; if (v ~ /~/) low = "~"; gsub(/[!~%]/, "", v)
-        if (v ~ /^[0-9.]+$/) { x = v + 0; for (j = n; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x; n++ } }
-      if (n == 0) { print "-"; exit }
-      med = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      printf (m == "mib" ? "%.1f" : "%.0f") "%s%s\n", med, bad, low }
-    END { if (NR == 0) print "-" }' <<<"$1"
-}
-ratio() {   # ratio A B — marks on either figure carry over to the ratio
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == "" || b == "" || b + 0 == 0) { print "-"; exit }
-    printf "%.2f%s%s", (a + 0) / (b + 0), (a ~ /!/ || b ~ /!/) ? "!" : "", (a ~ /~/ || b ~ /~/) ? "~" : "" }'
-}
-
 # ---------------------------------------------------------------- workloads and rows
-declare -a WL_ID=() WL_LABEL=() WL_METRIC=() WL_MULTI=()
-add_workload() { WL_ID+=("$1"); WL_LABEL+=("$2"); WL_METRIC+=("$3"); WL_MULTI+=("$4"); }
 add_workload ka "1 KiB keep-alive, wrk -c$CONNECTIONS (req/s)" rps 1
 for h in "${HS_LIST[@]}"; do
   mode=${h%-*}; v=${h#*-}
@@ -769,14 +561,7 @@ for h in "${HS_LIST[@]}"; do
 done
 add_workload big "100 MiB, 1 curl stream, median of $CURL_RUNS (MiB/s)" mib 0
 
-declare -a ROW_KEYS=()
-declare -A ROW_LABEL=() ROW_METRIC=()
-for i in "${!WL_ID[@]}"; do
-  for n in "${COUNTS[@]}"; do
-    if (( n > 1 && WL_MULTI[i] == 0 )); then continue; fi
-    ROW_KEYS+=("${WL_ID[$i]}@$n"); ROW_LABEL[${WL_ID[$i]}@$n]=${WL_LABEL[$i]}; ROW_METRIC[${WL_ID[$i]}@$n]=${WL_METRIC[$i]}
-  done
-done
+add_rows
 
 # ---------------------------------------------------------------- kTLS probe
 # Each server alone, 1 worker: aws at info level logs "kTLS in use" or "kTLS unavailable";
@@ -784,7 +569,7 @@ done
 # over kTLS, "SSL_write" when it does not. One 1 MiB download each.
 ULP=$(cat /proc/sys/net/ipv4/tcp_available_ulp 2>/dev/null || echo "?")
 declare -A KTLS=()
-set_pinning 1; CFG_WORKERS=1; CFG_PROBE=1; PHASE=probe
+set_tls_pinning 1; CFG_WORKERS=1; CFG_PROBE=1; PHASE=probe
 log "kTLS probe (kernel tcp_available_ulp: ${ULP:-none})"
 for s in "${SERVERS[@]}"; do
   start_server "$s" || die "$s did not start with TLS (logs above; rerun with BENCH_KEEP=1 to keep $T)"
@@ -809,10 +594,18 @@ done
 CFG_PROBE=0
 
 # ---------------------------------------------------------------- run
+measure() {   # measure SERVER WORKLOAD KEY — one figure (run_rounds, in lib.sh, calls it)
+  local s=$1 id=$2 key=$3 h
+  case $id in
+    ka)    run_wrk "$s" "$key" "https://$ADDR:${TLSPORT[$s]}/static/1k.bin" ;;
+    hs-*)  h=${id#hs-}; run_hs "$s" "$key" "${h%-*}" "${h#*-}" ;;
+    big)   run_curl "$s" "$key" ;;
+  esac
+}
 declare -a PIN_NOTES=()
 NEGO_NOTE=""
 for n in "${COUNTS[@]}"; do
-  set_pinning "$n"; CFG_WORKERS=$n; PHASE=w$n
+  set_tls_pinning "$n"; CFG_WORKERS=$n; PHASE=w$n
   PIN_NOTES+=("$n worker(s): wrk -t$WRK_THREADS, $HS_PROCS handshake clients, $PIN_NOTE")
   for s in "${SERVERS[@]}"; do
     start_server "$s" || die "$s did not start with $n worker(s) (logs above)"
@@ -833,25 +626,7 @@ for n in "${COUNTS[@]}"; do
   NEGO_NOTE="TLS 1.3: ${NEGO[nginx|1.3]}; TLS 1.2: ${NEGO[nginx|1.2]}"
   log "$n worker(s): files, chain, negotiation and resumption checked; ${SECONDS_PER_RUN}s per run, ${PIN_NOTES[-1]}"
 
-  for (( ROUND = 1; ROUND <= ROUNDS; ROUND++ )); do
-    order=("${SERVERS[@]}")
-    if (( ROUND % 2 == 0 )); then
-      order=(); for (( j = ${#SERVERS[@]} - 1; j >= 0; j-- )); do order+=("${SERVERS[$j]}"); done
-    fi
-    if (( ROUNDS > 1 )); then log "$n worker(s), round $ROUND of $ROUNDS: ${order[*]}"; fi
-    for i in "${!WL_ID[@]}"; do
-      id=${WL_ID[$i]}; key="$id@$n"
-      if (( n > 1 && WL_MULTI[i] == 0 )); then continue; fi
-      for s in "${order[@]}"; do
-        case $id in
-          ka)    run_wrk "$s" "$key" "https://$ADDR:${TLSPORT[$s]}/static/1k.bin" ;;
-          hs-*)  h=${id#hs-}; run_hs "$s" "$key" "${h%-*}" "${h#*-}" ;;
-          big)   run_curl "$s" "$key" ;;
-        esac
-        kill -0 "${PID[$s]}" 2>/dev/null || die "$s died during $key (logs in $T/$s; rerun with BENCH_KEEP=1)"
-      done
-    done
-  done
+  run_rounds "$n" measure "${SERVERS[@]}"
   for s in "${SERVERS[@]}"; do stop_server "$s"; done
 done
 ROUND=1
@@ -881,15 +656,11 @@ for key in "${ROW_KEYS[@]}"; do
   rows+=("$(IFS=$'\t'; echo "${row[*]}")")
 done
 
-cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo 2>/dev/null || echo "?")
-os=$(. /etc/os-release 2>/dev/null && echo "$PRETTY_NAME" || uname -s)
-versions="nginx $({ nginx -v 2>&1 || true; } | sed 's/.*nginx\///'), $(openssl version | awk '{print $1, $2}')"
-versions+=", $({ wrk --version 2>&1 || true; } | awk 'NR == 1 {print "wrk " $2}'), $(curl --version | awk 'NR == 1 {print "curl " $2}')"
-if (( has_aws )); then versions+=", aws $({ "$AWS_BIN" --version 2>&1 || true; } | head -n 1)"; fi
-meta="$(date -u '+%Y-%m-%d %H:%M UTC'), $os, $cpu_model, $NCPU CPUs; $versions"
-runs="${SECONDS_PER_RUN}s per run after a ${WARMUP_SECONDS}s warm-up"
-if (( ROUNDS > 1 )); then runs+=", median of $ROUNDS rounds"; else runs+=", 1 round"; fi
-for p in "${PIN_NOTES[@]}"; do runs+="; $p"; done
+versions="$(version_of nginx), $(openssl version | awk '{print $1, $2}')"
+versions+=", $(version_of wrk), $(curl --version | awk 'NR == 1 {print "curl " $2}')"
+if (( has_aws )); then versions+=", $(version_of aws)"; fi
+meta=$(machine_line "$versions")
+runs="${SECONDS_PER_RUN}s per run after a ${WARMUP_SECONDS}s warm-up$(rounds_line)"
 certs="ECDSA P-256 leaf + CA (the same files for both). Negotiated with a default OpenSSL client: $NEGO_NOTE. wrk and curl (keep-alive and 100 MiB rows) use TLS 1.3."
 ktls="kTLS: kernel tcp_available_ulp: ${ULP:-none}"
 for s in "${SERVERS[@]}"; do ktls+="; $s: ${KTLS[$s]}"; done
@@ -914,11 +685,7 @@ echo "$runs"
 echo "$certs"
 echo "$ktls"
 echo
-{ (IFS=$'\t'; echo "${header[*]}"); printf '%s\n' "${rows[@]}"; } | awk -F'\t' '
-  { for (i = 1; i <= NF; i++) { cell[NR, i] = $i; if (length($i) > w[i]) w[i] = length($i) }; if (NF > nf) nf = NF }
-  END { for (r = 1; r <= NR; r++) { line = ""
-          for (i = 1; i <= nf; i++) line = line (i == 1 ? sprintf("%-" w[i] "s", cell[r, i]) : sprintf("  %" w[i] "s", cell[r, i]))
-          print line } }'
+print_table
 echo; printf '%s\n' "${legend[@]}"
 if (( ${#close_notes[@]} )); then echo; echo "close_notify:"; printf '  %s\n' "${close_notes[@]}"; fi
 if (( ${#NOTES[@]} )); then echo; echo "errors and warnings:"; printf '  %s\n' "${NOTES[@]}"; fi
@@ -936,9 +703,7 @@ mkdir -p "$RESULTS_DIR"
   echo
   echo "$ktls"
   echo
-  echo "| $(IFS='|'; echo "${header[*]}" | sed 's/|/ | /g') |"
-  echo "|$(for _ in "${header[@]}"; do printf -- '---|'; done)"
-  for r in "${rows[@]}"; do echo "| ${r//$'\t'/ | } |"; done
+  print_markdown_table
   echo
   printf '%s\n' "${legend[@]}" | sed 's/^/- /'
   if (( ${#close_notes[@]} )); then echo; echo "close_notify:"; echo; printf -- '- %s\n' "${close_notes[@]}"; fi
