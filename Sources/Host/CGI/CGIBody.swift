@@ -140,6 +140,12 @@ final class CGIBody: BodyProducer {
         }
     }
 
+    /// The exchange is leaving the warm pool: its 64 KiB buffer goes too.
+    func freeBuffer() {
+        storage?.deallocate()
+        storage = nil
+    }
+
     func release() {
         early = []
         start = 0

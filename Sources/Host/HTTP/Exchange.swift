@@ -125,6 +125,7 @@ final class Exchange {
         logLine = []
         request = RequestHead()
         pump.out = []
+        cgiBody.freeBuffer()
         free(plugin.copyBuffer)
         plugin.viewHeaders?.deallocate()
         let generation = plugin.generation
