@@ -403,7 +403,12 @@ final class Exchange {
             // The head was answered (or is being answered); the rest of this request is broken
             // or too large, so the connection ends with that response.
             worker.logger.info("bad request body", metadata: ["peer": "\(peer)", "error": "\(String(cString: http_errno_name(error)))"])
-            if responseReady && phase != .responding && phase != .handler {
+            if cgi.isActive && !cgi.headSent {
+                // The program has not answered: the body's fault is the answer, the program ends.
+                endCGIRequest(abandon: true)
+                respondWithError(refusal ?? .badRequest, close: true)
+                startResponding()
+            } else if responseReady && phase != .responding && phase != .handler {
                 // Nothing sent yet: the body's fault replaces the prepared answer.
                 respondWithError(refusal ?? .badRequest, close: true)
                 startResponding()

@@ -1,8 +1,10 @@
 /// The statuses aws sends, with their pre-rendered status lines and error pages.
 enum HTTPStatus: Int, Sendable {
     case continue_ = 100
-    case ok = 200, created = 201, noContent = 204, partialContent = 206
-    case movedPermanently = 301, notModified = 304, permanentRedirect = 308
+    case ok = 200, created = 201, accepted = 202, nonAuthoritativeInformation = 203, noContent = 204,
+         resetContent = 205, partialContent = 206
+    case multipleChoices = 300, movedPermanently = 301, found = 302, seeOther = 303, notModified = 304,
+         temporaryRedirect = 307, permanentRedirect = 308
     case badRequest = 400, unauthorized = 401, paymentRequired = 402, forbidden = 403, notFound = 404,
          methodNotAllowed = 405, notAcceptable = 406, proxyAuthenticationRequired = 407,
          requestTimeout = 408, conflict = 409, gone = 410, lengthRequired = 411,
@@ -20,7 +22,14 @@ enum HTTPStatus: Int, Sendable {
         case .continue_: "Continue"
         case .ok: "OK"
         case .created: "Created"
+        case .accepted: "Accepted"
+        case .nonAuthoritativeInformation: "Non-Authoritative Information"
         case .noContent: "No Content"
+        case .resetContent: "Reset Content"
+        case .multipleChoices: "Multiple Choices"
+        case .found: "Found"
+        case .seeOther: "See Other"
+        case .temporaryRedirect: "Temporary Redirect"
         case .partialContent: "Partial Content"
         case .movedPermanently: "Moved Permanently"
         case .notModified: "Not Modified"
