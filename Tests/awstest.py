@@ -505,6 +505,24 @@ class Server:
         self.returncode = self.proc.returncode
         return self.returncode, killed
 
+    def stop_and_check(self) -> list:
+        """Stops the server; returns what went wrong (death during the test, crash, no exit)."""
+        if self.proc is None:
+            return []
+        alive_before = self.alive()
+        rc, killed = self.stop()
+        problems = []
+        if not alive_before:
+            problems.append(f"{self.name}: the server died during the test (exit {rc})")
+        if killed:
+            problems.append(f"{self.name}: the server did not exit within 5 s of SIGTERM")
+        msg = self.crash_message(rc)
+        if msg:
+            problems.append(f"{self.name}: {msg}")
+        if problems and self.stderr():
+            problems.append(f"stderr tail:\n{self.stderr()[-3000:]}")
+        return problems
+
     def crash_message(self, returncode) -> str | None:
         if returncode in OK_EXIT or returncode is None:
             return None

@@ -119,25 +119,6 @@ def start(srv: awstest.Server, env: dict | None = None) -> awstest.Server:
     return srv
 
 
-def stop_and_check(srv: awstest.Server) -> list:
-    """Stops the server; returns what went wrong (death during the test, crash, no exit)."""
-    if srv.proc is None:
-        return []
-    alive_before = srv.alive()
-    rc, killed = srv.stop()
-    problems = []
-    if not alive_before:
-        problems.append(f"{srv.name}: the server died during the test (exit {rc})")
-    if killed:
-        problems.append(f"{srv.name}: the server did not exit within 5 s of SIGTERM")
-    msg = srv.crash_message(rc)
-    if msg:
-        problems.append(f"{srv.name}: {msg}")
-    if problems:
-        problems.append(f"stderr tail:\n{srv.stderr()[-3000:]}")
-    return problems
-
-
 @contextlib.contextmanager
 def running(root: str, args=(), name: str = "cgi", env: dict | None = None, log_dir: str | None = None):
     """A started awstest.Server (AWS_TEST_ARGS applied) for a module-scoped fixture; a crash,
@@ -146,7 +127,7 @@ def running(root: str, args=(), name: str = "cgi", env: dict | None = None, log_
     try:
         yield srv
     finally:
-        problems = stop_and_check(srv)
+        problems = srv.stop_and_check()
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)
 

@@ -414,7 +414,7 @@ def cgi_server(site):
     yield factory
     problems = []
     for srv in started:
-        problems += cu.stop_and_check(srv)
+        problems += srv.stop_and_check()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 

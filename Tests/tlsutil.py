@@ -209,23 +209,6 @@ class TLSServer(awstest.Server):
         return f"https://{host}:{self.tls_port}{path}" if tls else f"http://{host}:{self.port}{path}"
 
 
-def _stop_and_check(srv: TLSServer) -> list:
-    """Stops the server; returns what went wrong (crash, death during the test, no exit)."""
-    alive_before = srv.alive()
-    rc, killed = srv.stop()
-    problems = []
-    if not alive_before:
-        problems.append(f"{srv.name}: the server died during the test (exit {rc})")
-    if killed:
-        problems.append(f"{srv.name}: the server did not exit within 5 s of SIGTERM")
-    msg = srv.crash_message(rc)
-    if msg:
-        problems.append(f"{srv.name}: {msg}")
-    if problems and srv.stderr():
-        problems.append(f"stderr tail:\n{srv.stderr()[-3000:]}")
-    return problems
-
-
 def _start(srv: TLSServer) -> TLSServer:
     try:
         return srv.start()
@@ -242,7 +225,7 @@ def running(root: str, args=(), name: str = "tls"):
     try:
         yield srv
     finally:
-        problems = _stop_and_check(srv)
+        problems = srv.stop_and_check()
         if problems:
             pytest.fail("\n".join(problems), pytrace=False)
 
@@ -262,7 +245,7 @@ def make_tls_server(pki):
     yield factory
     problems = []
     for srv in started:
-        problems += _stop_and_check(srv)
+        problems += srv.stop_and_check()
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
 
