@@ -6,6 +6,7 @@ Everything here talks to the real binary over loopback sockets; nothing is mocke
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import os
 import random
@@ -17,6 +18,8 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HOST = "127.0.0.1"
@@ -533,3 +536,47 @@ class Server:
                 what = f"signal {-returncode}"
             return f"server crashed with {what}; stderr tail:\n{self.stderr()[-3000:]}"
         return f"server exited with status {returncode}; stderr tail:\n{self.stderr()[-3000:]}"
+
+
+# --------------------------------------------------------------------------------------
+# Servers owned by a test or a fixture: started or the test fails, stopped and checked
+# --------------------------------------------------------------------------------------
+
+def start_or_fail(srv: "Server", env: dict | None = None) -> "Server":
+    """Starts `srv` with `env` added to the environment it inherits; a server that does not
+    start fails the test (outside the except: reported once, not as a chain)."""
+    error = None
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    try:
+        srv.start()
+    except RuntimeError as e:
+        error = str(e)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    if error:
+        pytest.fail(error, pytrace=False)
+    return srv
+
+
+def stop_all_or_fail(servers) -> None:
+    """Stops every server; a crash, a death during the test or no exit on SIGTERM fails it."""
+    problems = []
+    for srv in servers:
+        problems += srv.stop_and_check()
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
+
+
+@contextlib.contextmanager
+def running(srv: "Server", env: dict | None = None):
+    """A started server for a module-scoped fixture, stopped and checked at the end."""
+    start_or_fail(srv, env)
+    try:
+        yield srv
+    finally:
+        stop_all_or_fail([srv])

@@ -8,7 +8,6 @@ running the tests (sys.executable), each chmod 755 unless a test needs otherwise
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -91,45 +90,14 @@ class CGISite:
 # Servers
 # --------------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def server_env(**extra):
-    """Variables added to this process's environment while a server starts (the server
-    inherits them), removed afterwards."""
-    saved = {k: os.environ.get(k) for k in extra}
-    os.environ.update(extra)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def start(srv: awstest.Server, env: dict | None = None) -> awstest.Server:
-    error = None
-    with server_env(**(env or {})):
-        try:
-            srv.start()
-        except RuntimeError as e:
-            error = str(e)
-    if error:
-        pytest.fail(error, pytrace=False)
-    return srv
+    return awstest.start_or_fail(srv, env)
 
 
-@contextlib.contextmanager
 def running(root: str, args=(), name: str = "cgi", env: dict | None = None, log_dir: str | None = None):
     """A started awstest.Server (AWS_TEST_ARGS applied) for a module-scoped fixture; a crash,
     or no exit on SIGTERM, fails the test that ends it."""
-    srv = start(awstest.Server(root, args=list(args), name=name, log_dir=log_dir), env)
-    try:
-        yield srv
-    finally:
-        problems = srv.stop_and_check()
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
+    return awstest.running(awstest.Server(root, args=list(args), name=name, log_dir=log_dir), env)
 
 
 # --------------------------------------------------------------------------------------

@@ -412,11 +412,7 @@ def cgi_server(site):
         return srv
 
     yield factory
-    problems = []
-    for srv in started:
-        problems += srv.stop_and_check()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    awstest.stop_all_or_fail(started)
 
 
 # --------------------------------------------------------------------------------------

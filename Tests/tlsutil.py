@@ -210,24 +210,13 @@ class TLSServer(awstest.Server):
 
 
 def _start(srv: TLSServer) -> TLSServer:
-    try:
-        return srv.start()
-    except RuntimeError as e:
-        error = str(e)
-    pytest.fail(error, pytrace=False)   # outside the except: reported once, not as a chain
+    return awstest.start_or_fail(srv)
 
 
-@contextlib.contextmanager
 def running(root: str, args=(), name: str = "tls"):
     """A started TLSServer for a module-scoped fixture; stopped at the end, and a crash (or no
     exit on SIGTERM) fails the test that ends it."""
-    srv = _start(TLSServer(root, args=list(args), name=name))
-    try:
-        yield srv
-    finally:
-        problems = srv.stop_and_check()
-        if problems:
-            pytest.fail("\n".join(problems), pytrace=False)
+    return awstest.running(TLSServer(root, args=list(args), name=name))
 
 
 @pytest.fixture
@@ -243,11 +232,7 @@ def make_tls_server(pki):
         return srv
 
     yield factory
-    problems = []
-    for srv in started:
-        problems += srv.stop_and_check()
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    awstest.stop_all_or_fail(started)
 
 
 # --------------------------------------------------------------------------------------
