@@ -191,6 +191,20 @@ sys.stdout.buffer.write(b"Content-Type: text/plain\r\n\r\n%d %s\n" % (len(data),
 '''
 
 SH = "#!/bin/sh\n"
+
+
+def padded_head(lines: int) -> str:
+    """A sh program whose header block has `lines` padding fields of 113 bytes each."""
+    return f"""printf 'Content-Type: text/plain\\n'
+i=0
+while [ $i -lt {lines} ]; do
+    printf 'X-Pad-%03d: %0100d\\n' $i 0
+    i=$((i + 1))
+done
+printf '\\nPROGRAM-BODY\\n'
+"""
+
+
 PROGRAMS = {
     "env.py": ENV_PY,
     "echo.py": ECHO_PY,
@@ -272,23 +286,9 @@ echo "problem two $QUERY_STRING" >&2
     "badname.sh": SH + "printf 'Content-Type: text/plain\\nBad Name: x\\n\\nPROGRAM-BODY\\n'\n",
     "nocontent.sh": SH + "printf 'X-Only: 1\\n\\nPROGRAM-BODY\\n'\n",       # no Content-Type/Location/Status
     # 400 lines of 113 bytes: 45 KiB of header block (> 32 KiB)
-    "bighead.sh": SH + """printf 'Content-Type: text/plain\\n'
-i=0
-while [ $i -lt 400 ]; do
-    printf 'X-Pad-%03d: %0100d\\n' $i 0
-    i=$((i + 1))
-done
-printf '\\nPROGRAM-BODY\\n'
-""",
+    "bighead.sh": SH + padded_head(400),
     # 200 such lines: 22 KiB (< 32 KiB), accepted
-    "okhead.sh": SH + """printf 'Content-Type: text/plain\\n'
-i=0
-while [ $i -lt 200 ]; do
-    printf 'X-Pad-%03d: %0100d\\n' $i 0
-    i=$((i + 1))
-done
-printf '\\nPROGRAM-BODY\\n'
-""",
+    "okhead.sh": SH + padded_head(200),
     # timeouts (with --cgi-timeout 1)
     "sleeper.sh": SH + """echo $$ > "$CGI_SCRATCH/$QUERY_STRING.pid"
 exec sleep 30
