@@ -7,7 +7,7 @@ ROOT         ?= www
 APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test bench bench-tls clean
+.PHONY: all build deps plugins run unit test bench bench-tls bench-cgi clean
 
 all: build
 
@@ -63,6 +63,10 @@ bench: plugins
 # HTTPS: aws vs nginx, same certificate and cipher (bench/tls.sh, bench/README.md).
 bench-tls: build
 	AWS_BIN=$(abspath $(BIN)) bash bench/tls.sh
+
+# CGI: aws vs lighttpd (mod_cgi) and Apache httpd (mod_cgid), the same scripts (bench/cgi.sh).
+bench-cgi: build
+	AWS_BIN=$(abspath $(BIN)) bash bench/cgi.sh
 
 clean:
 	rm -rf .build Plugins/*.so Plugins/build

@@ -149,6 +149,7 @@ cleanup() {
   exit "$rc"
 }
 set_traps() {      # every server (and client) stopped on exit, including on Ctrl-C
+  set -E           # the ERR trap also in functions: a failing command says where it failed
   trap cleanup EXIT
   trap 'warn "failed at line $LINENO: $BASH_COMMAND"' ERR
   trap 'echo >&2; warn "interrupted"; exit 130' INT
