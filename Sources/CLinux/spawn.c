@@ -66,8 +66,8 @@ int aws_pidfd_reap(int pidfd, int *status) {
 
 int aws_cgi_pipe(int fds[2], int parent_end) {
     if (pipe2(fds, O_CLOEXEC) != 0) return -1;
-    int fl = fcntl(fds[parent_end], F_GETFL);
-    if (fl < 0 || fcntl(fds[parent_end], F_SETFL, fl | O_NONBLOCK) != 0) {
+    // A new pipe's status flags are O_RDONLY / O_WRONLY only: set, not read-modify-write.
+    if (fcntl(fds[parent_end], F_SETFL, O_NONBLOCK) != 0) {
         int e = errno;
         close(fds[0]);
         close(fds[1]);

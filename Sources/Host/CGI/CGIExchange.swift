@@ -29,6 +29,8 @@ struct CGIExchange {
 
     static let inputLimit = 64 * 1024
     static let headLimit = 32 * 1024
+    /// Body bytes read together with the head before it is sent (more are streamed).
+    static let earlyLimit = 64 * 1024
 
     var inputIsFull: Bool { isActive && !collecting && input.count - inputSent >= Self.inputLimit }
 }
@@ -140,8 +142,10 @@ extension Exchange {
         }
         let process: CGIProcess
         do {
+            // Without a body the program reads /dev/null: no pipe to make, fill and close.
+            let input: Int32? = request.hasBody || worker.devNull < 0 ? nil : worker.devNull
             process = try CGIProcess(worker: worker, name: cgi.name, program: cgi.program, directory: cgi.directory,
-                                     environment: cgi.environment.variables(), exchange: self)
+                                     environment: cgi.environment.variables(), input: input, exchange: self)
             try process.startWatching()
         } catch {
             worker.logger.error("cgi \(cgi.name): cannot start \(cgi.program): \(error)")
@@ -246,10 +250,20 @@ extension Exchange {
             case .complete(let head, let bodyStart):
                 if head.isLocalRedirect {
                     internalRedirect(to: head.location!)
-                } else {
-                    renderCGIHead(head, early: cgi.head[bodyStart...])
-                    drive()
+                    return
                 }
+                // Read on while output is there: a program that has already finished (most
+                // small ones) is answered in one send, with a Content-Length.
+                var ended = false
+                while cgi.head.count - bodyStart < CGIExchange.earlyLimit, let got = try? process.readOutput(buffer.baseAddress!, buffer.count) {
+                    if got == 0 {
+                        ended = true
+                        break
+                    }
+                    cgi.head.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<got]))
+                }
+                renderCGIHead(head, early: cgi.head[bodyStart...], complete: ended)
+                drive()
                 return
             }
         }
@@ -265,7 +279,8 @@ extension Exchange {
         return progress
     }
 
-    private func renderCGIHead(_ head: CGIResponseHead, early: ArraySlice<UInt8>) {
+    /// `complete`: `early` is the whole body (the program's output ended).
+    private func renderCGIHead(_ head: CGIResponseHead, early: ArraySlice<UInt8>, complete: Bool) {
         let status = head.status ?? (head.location != nil ? 302 : 200)
         beginResponse(code: status)
         if let type = head.contentType { addHeader("Content-Type", type) }
@@ -283,6 +298,9 @@ extension Exchange {
             if let length = head.contentLength {
                 addHeader("Content-Length", decimal: length)
                 framing = isHead ? .discard : .length(length)
+            } else if complete {
+                addHeader("Content-Length", decimal: early.count)
+                framing = .discard
             } else if request.versionMinor >= 1 {
                 addHeader("Transfer-Encoding", ascii: "chunked")
                 framing = isHead ? .discard : .chunked
@@ -293,8 +311,12 @@ extension Exchange {
         }
         if !messageComplete && !cgi.inputRefused && request.versionMinor == 0 { closeAfterResponse = true }
         endHead()
-        cgiBody.begin(framing: framing, early: early)
-        pump.start(cgiBody)
+        if complete && head.contentLength == nil && !HTTPStatus.forbidsBody(status) {
+            if !isHead { pump.out.append(contentsOf: early) }
+        } else {
+            cgiBody.begin(framing: framing, early: early)
+            pump.start(cgiBody)
+        }
         cgi.headSent = true
         cgi.head = []
     }

@@ -32,8 +32,11 @@ final class CGIProcess {
 
     var isFinished: Bool { exited && stdinFD < 0 && stdoutFD < 0 && stderrFD < 0 }
 
-    /// Starts `program` in `directory` with `environment`. Throws with the reason it could not.
-    init(worker: Worker, name: String, program: String, directory: String, environment: [[UInt8]], exchange: Exchange) throws(SyscallError) {
+    /// Starts `program` in `directory` with `environment`. `input`: a descriptor to give the
+    /// program as its stdin (the worker's /dev/null for a request without a body) instead of a
+    /// pipe. Throws with the reason it could not.
+    init(worker: Worker, name: String, program: String, directory: String, environment: [[UInt8]], input: Int32?,
+         exchange: Exchange) throws(SyscallError) {
         self.worker = worker
         self.name = name
         var fds: [Int32] = []
@@ -47,7 +50,8 @@ final class CGIProcess {
             fds += p
             return (p[0], p[1])
         }
-        let (inRead, inWrite) = try pipe(parentEnd: 1)
+        let (inRead, inWrite): (Int32, Int32)
+        if let input { (inRead, inWrite) = (input, -1) } else { (inRead, inWrite) = try pipe(parentEnd: 1) }
         let (outRead, outWrite) = try pipe(parentEnd: 0)
         let (errRead, errWrite) = try pipe(parentEnd: 0)
         // Environment strings as one NUL-separated block with a pointer array into it.
@@ -64,9 +68,9 @@ final class CGIProcess {
             return aws_spawn_cgi(program, envp, directory, inRead, outWrite, errWrite)
         }
         // The child's ends live on in the child only.
-        for fd in [inRead, outWrite, errWrite] { Sys.close(fd) }
+        for fd in [input == nil ? inRead : -1, outWrite, errWrite] where fd >= 0 { Sys.close(fd) }
         guard spawned > 0 else {
-            for fd in [inWrite, outRead, errRead] { Sys.close(fd) }
+            for fd in [inWrite, outRead, errRead] where fd >= 0 { Sys.close(fd) }
             throw SyscallError(call: "posix_spawn", errno: -spawned)
         }
         pid = spawned
@@ -83,7 +87,7 @@ final class CGIProcess {
             var status: Int32 = 0
             _ = waitpid(spawned, &status, 0)
             exited = true
-            for fd in [inWrite, outRead, errRead] { Sys.close(fd) }
+            for fd in [inWrite, outRead, errRead] where fd >= 0 { Sys.close(fd) }
             stdinFD = -1; stdoutFD = -1; stderrFD = -1
             throw SyscallError(call: "pidfd_open", errno: e)
         }

@@ -58,6 +58,8 @@ final class Worker: @unchecked Sendable {
     let cgiSlots: SharedLimit?
     /// CGI programs this worker started and has not yet reaped (or whose pipes are still open).
     private var cgiProcesses: [ObjectIdentifier: CGIProcess] = [:]
+    /// /dev/null, the stdin of CGI programs serving requests without a body (opened once).
+    private(set) lazy var devNull: Int32 = Glibc.open("/dev/null", O_RDONLY | O_CLOEXEC)
     var isLoopThread: Bool { loop.isOnLoop }
     private(set) var openConnections = 0
     private var acceptPausedUntil: Int64 = 0
