@@ -63,6 +63,10 @@ final class Worker: @unchecked Sendable {
     var isLoopThread: Bool { loop.isOnLoop }
     private(set) var openConnections = 0
     private var acceptPausedUntil: Int64 = 0
+    /// Connections refused over `--max-connections` come by the thousand when they come: they
+    /// are logged at most once a second, with a count, so the log stays readable and its writes
+    /// cost nothing under the flood.
+    private var refusalLog = LogThrottle()
     private var shutdownDeadline: Int64 = .max
 
     init(index: Int, config: Config, root: DocumentRoot, listeners sockets: [ListeningSocket], tls: TLSContexts?,
@@ -130,6 +134,8 @@ final class Worker: @unchecked Sendable {
         date.refresh()
         for process in cgiProcesses.values { process.killIfDue(now: loop.now) }
         wheel.advance(to: loop.now)
+        // Counts a burst left behind once it stopped.
+        if let count = refusalLog.due(now: loop.now) { logRefusals(count) }
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
             acceptPausedUntil = 0
@@ -194,7 +200,7 @@ final class Worker: @unchecked Sendable {
     /// Over the connection limit: a best-effort 503 on the fresh socket, then close. A TLS
     /// client cannot read a response before a handshake: it is only closed.
     private func refuseOverLimit(_ fd: Int32, secure: Bool) {
-        logger.warning("connection limit (\(config.maxConnections)) reached: \(secure ? "closing a TLS connection" : "503")")
+        if let count = refusalLog.note(now: loop.now) { logRefusals(count) }
         guard !secure else {
             Sys.close(fd)
             return
@@ -203,6 +209,10 @@ final class Worker: @unchecked Sendable {
         _ = response.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
         Sys.shutdownWrite(fd)
         Sys.close(fd)
+    }
+
+    private func logRefusals(_ count: Int) {
+        logger.warning("connection limit (\(config.maxConnections)) reached: refused \(count) connection(s) since the last such line (503, or closed for TLS)")
     }
 
     func connectionClosed(_ connection: Connection) {
@@ -340,4 +350,25 @@ final class SharedLimit: Sendable {
     }
 
     func give() { open.wrappingSubtract(1, ordering: .relaxed) }
+}
+
+/// At most one log line a second for an event that comes in floods: `note` counts an event and
+/// says when a line is due (with the count since the last line); `due`, called every tick,
+/// reports what a burst left uncounted once a second has passed.
+struct LogThrottle {
+    private var count = 0
+    private var lastLine: Int64?
+
+    mutating func note(now: Int64) -> Int? {
+        count += 1
+        return due(now: now)
+    }
+
+    mutating func due(now: Int64) -> Int? {
+        guard count > 0 else { return nil }
+        if let last = lastLine, now - last < 1000 { return nil }
+        lastLine = now
+        defer { count = 0 }
+        return count
+    }
 }
