@@ -1,13 +1,83 @@
-"""The server short of resources: a flood of connections over --max-connections (refused with
-503, logged at most once a second per worker with a count instead of one line per connection)."""
+"""The server short of resources: out of descriptors (a file that cannot be opened for that is
+503 + Retry-After, not 403, and the server recovers once descriptors are free again), and a flood
+of connections over --max-connections (refused with 503, logged at most once a second per worker
+with a count instead of one line per connection)."""
 
 import math
+import os
 import re
+import socket
 import time
 
 import pytest
 
 import awstest
+
+# The descriptor limit the server runs with (soft and hard: it raises its soft limit to the hard
+# one at start). Small, so that a few dozen idle connections fill the table.
+NOFILE = 64
+
+
+def _fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _get(sock: socket.socket, target: str) -> awstest.Response:
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    return awstest.read_response(sock, timeout=5)
+
+
+def test_out_of_descriptors_is_503_with_retry_after_then_recovers(make_server, docroot):
+    """With the descriptor table full of idle connections, opening a file fails with EMFILE: that
+    is the server's passing trouble, answered 503 with Retry-After (it used to be 403 Forbidden,
+    even for a missing file), with a log line. Once the idle connections close, the same
+    requests are answered 200 and 404 again."""
+    srv = make_server(args=["--keepalive-timeout", "120", "--header-timeout", "120"],
+                      prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"], name="nofile")
+    pid = srv.server_pid()
+    used = _fd_count(pid)
+    assert used < NOFILE - 8, f"the server already holds {used} of {NOFILE} descriptors at start"
+
+    main = awstest.connect(srv.port, timeout=5)
+    idle = []
+    try:
+        # This connection is served before the table fills (404s open nothing that stays open).
+        r = _get(main, "/static/warm-up-missing.txt")
+        assert r.status == 404, r
+        # More idle connections than free descriptors: the server accepts until EMFILE, the rest
+        # wait in the listen queue.
+        for _ in range(NOFILE - used + 16):
+            idle.append(awstest.connect(srv.port, timeout=5))
+        assert awstest.wait_for(lambda: _fd_count(pid) >= NOFILE, timeout=10), \
+            f"the server holds {_fd_count(pid)} descriptors, expected its whole table ({NOFILE})"
+
+        for target in ("/static/x.txt", "/dynamic/a.txt", "/static/no-such-file.txt", "/static/sub/"):
+            r = _get(main, target)
+            assert r.status == 503, (target, r)
+            assert r.header("retry-after") == "1", (target, r)
+            assert r.header("connection", "").lower() != "close", (target, r)
+        assert re.search(r"out of descriptors or memory opening files.*answered 503 to \d+ request",
+                         srv.stderr()), srv.stderr()[-2000:]
+    finally:
+        for s in idle:
+            s.close()
+
+    def served():
+        try:
+            return _get(main, "/static/x.txt").status == 200
+        except OSError:
+            return False
+    try:
+        assert awstest.wait_for(served, timeout=15, interval=0.2), \
+            f"still not served after the idle connections closed; stderr:\n{srv.stderr()[-2000:]}"
+        r = _get(main, "/static/x.txt")
+        assert r.status == 200 and r.body == docroot.files["/static/x.txt"], r
+        r = _get(main, "/dynamic/a.txt")
+        assert r.status == 200 and r.body == docroot.files["/dynamic/a.txt"], r
+        assert _get(main, "/static/no-such-file.txt").status == 404
+    finally:
+        main.close()
+
 
 REFUSED = 200
 
@@ -21,8 +91,7 @@ def test_refused_connections_are_logged_once_a_second_with_a_count(make_server, 
     held = [awstest.connect(srv.port, timeout=5) for _ in range(2)]
     try:
         for s in held:  # both accepted and counted before the flood starts
-            s.sendall(b"GET /static/x.txt HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-            assert awstest.read_response(s, timeout=5).status == 200
+            assert _get(s, "/static/x.txt").status == 200
         start = time.monotonic()
         for _ in range(REFUSED):
             # Nothing sent: the refusal is answered at accept, and a request it never reads

@@ -5,8 +5,10 @@ import Glibc
 extension Exchange {
     func serveDirectoryListing(_ dirFD: Int32) {
         guard let dir = fdopendir(dirFD) else {
+            let shortage = DocumentRoot.isTemporary(errno)
             Sys.close(dirFD)
-            respondWithError(.forbidden)
+            if shortage { worker.noteOpenShortage() }
+            respondWithError(shortage ? .serviceUnavailable : .forbidden)
             return
         }
         defer { closedir(dir) }  // closes dirFD too

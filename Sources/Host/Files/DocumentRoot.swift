@@ -152,6 +152,9 @@ final class DocumentRoot: Sendable {
         if fd < 0 {
             switch errno {
             case ENOENT, ENOTDIR, ENAMETOOLONG: return .failure(.status(.notFound))
+            // Out of descriptors or kernel memory says nothing about the file: the trouble is the
+            // server's and passes, so the client is told to come back (503), not that it may not.
+            case _ where DocumentRoot.isTemporary(errno): return .failure(.status(.serviceUnavailable))
             default: return .failure(.status(.forbidden))  // EACCES, EPERM, ELOOP, EXDEV ...
             }
         }
@@ -186,12 +189,17 @@ final class DocumentRoot: Sendable {
         return Glibc.open(resolved, flags)
     }
 
-    /// Opens `name` inside an already-open directory (index.html lookups).
-    func open(_ name: String, in dir: Int32) -> OpenFile? {
+    /// Opens `name` inside an already-open directory (index.html lookups): nil when there is no
+    /// such regular file to open, a 503 failure when descriptors or memory ran out (the file may
+    /// well be there).
+    func open(_ name: String, in dir: Int32) -> Result<OpenFile?, Failure> {
         let fd = name.withCString { aws_open_beneath(dir, $0, 0) }
-        guard fd >= 0 else { return nil }
+        guard fd >= 0 else { return DocumentRoot.isTemporary(errno) ? .failure(.status(.serviceUnavailable)) : .success(nil) }
         var st = stat()
-        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { Sys.close(fd); return nil }
-        return OpenFile(fd: fd, info: st)
+        guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { Sys.close(fd); return .success(nil) }
+        return .success(OpenFile(fd: fd, info: st))
     }
+
+    /// An errno that is the server's own, passing shortage rather than anything about the file.
+    static func isTemporary(_ error: Int32) -> Bool { error == EMFILE || error == ENFILE || error == ENOMEM }
 }

@@ -34,6 +34,7 @@ extension Exchange {
         var file: DocumentRoot.OpenFile
         switch worker.root.open(&path, direct: dynamic) {
         case .failure(.status(let status)):
+            if status == .serviceUnavailable { worker.noteOpenShortage() }
             respondWithError(status)
             return
         case .success(let opened):
@@ -57,7 +58,14 @@ extension Exchange {
                 redirectToDirectory()
                 return
             }
-            guard let index = worker.root.open("index.html", in: file.fd) else {
+            let lookup = worker.root.open("index.html", in: file.fd)
+            if case .failure(.status(let status)) = lookup {
+                Sys.close(file.fd)
+                worker.noteOpenShortage()
+                respondWithError(status)
+                return
+            }
+            guard case .success(let found) = lookup, let index = found else {
                 if worker.config.autoindex {
                     serveDirectoryListing(file.fd)
                 } else {

@@ -63,10 +63,11 @@ final class Worker: @unchecked Sendable {
     var isLoopThread: Bool { loop.isOnLoop }
     private(set) var openConnections = 0
     private var acceptPausedUntil: Int64 = 0
-    /// Connections refused over `--max-connections` come by the thousand when they come: they
-    /// are logged at most once a second, with a count, so the log stays readable and its writes
-    /// cost nothing under the flood.
+    /// Connections refused over `--max-connections` and files that could not be opened for want
+    /// of descriptors come by the thousand when they come: each is logged at most once a second,
+    /// with a count, so the log stays readable and its writes cost nothing under the flood.
     private var refusalLog = LogThrottle()
+    private var openShortageLog = LogThrottle()
     private var shutdownDeadline: Int64 = .max
 
     init(index: Int, config: Config, root: DocumentRoot, listeners sockets: [ListeningSocket], tls: TLSContexts?,
@@ -136,6 +137,7 @@ final class Worker: @unchecked Sendable {
         wheel.advance(to: loop.now)
         // Counts a burst left behind once it stopped.
         if let count = refusalLog.due(now: loop.now) { logRefusals(count) }
+        if let count = openShortageLog.due(now: loop.now) { logOpenShortage(count) }
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
             acceptPausedUntil = 0
@@ -213,6 +215,15 @@ final class Worker: @unchecked Sendable {
 
     private func logRefusals(_ count: Int) {
         logger.warning("connection limit (\(config.maxConnections)) reached: refused \(count) connection(s) since the last such line (503, or closed for TLS)")
+    }
+
+    /// A file could not be opened for want of descriptors or kernel memory (answered 503).
+    func noteOpenShortage() {
+        if let count = openShortageLog.note(now: loop.now) { logOpenShortage(count) }
+    }
+
+    private func logOpenShortage(_ count: Int) {
+        logger.warning("out of descriptors or memory opening files (EMFILE/ENFILE/ENOMEM): answered 503 to \(count) request(s) since the last such line")
     }
 
     func connectionClosed(_ connection: Connection) {
