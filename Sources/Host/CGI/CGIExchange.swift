@@ -272,7 +272,7 @@ extension Exchange {
     /// The flush of a CGI exchange: nothing until the head is rendered, then the pump; the pipe
     /// is watched only while the body waits for output.
     func cgiFlush() -> Progress {
-        guard cgi.headSent else { return .waiting }
+        guard cgi.headSent else { return flushInterim() }
         let progress = pump.run()
         cgi.process?.watch(.stdout, progress == .waiting && cgiBody.waitingForOutput)
         if progress == .waiting { connection.setDeadline(worker.config.cgi!.timeout) }

@@ -24,6 +24,9 @@ final class BodyPump {
     /// Bytes to send before the producer's: the head, chunk framing, small bodies.
     var out: [UInt8] = []
     private(set) var outSent = 0
+    /// `out[..<interimEnd]` is an interim response (`100 Continue`). It must reach the client
+    /// whole, so a new head (`reset`) keeps what of it is unsent and goes after it.
+    private var interimEnd = 0
     private(set) var producer: BodyProducer?
     /// Bytes written to the socket for the current response (head included), for the log.
     var bytesSent = 0
@@ -41,9 +44,33 @@ final class BodyPump {
     /// Starts a response head: nothing buffered, no bytes counted. A producer already given
     /// (a plugin's first part, queued before its head) stays.
     func reset() {
-        out.removeAll(keepingCapacity: true)
-        outSent = 0
+        if outSent < interimEnd && interimEnd <= out.count {
+            out.removeSubrange(interimEnd...)
+        } else {
+            out.removeAll(keepingCapacity: true)
+            outSent = 0
+            interimEnd = 0
+        }
         bytesSent = 0
+    }
+
+    /// Nothing buffered at all, an unsent interim response included (a new connection).
+    func clear() {
+        interimEnd = 0
+        outSent = 0
+        out.removeAll(keepingCapacity: true)
+        bytesSent = 0
+    }
+
+    /// Queues an interim response ahead of any head not yet started; the next flush sends it,
+    /// across as many sends as the socket needs. False (nothing queued) once a final head has
+    /// begun to go out: an interim response may not follow it.
+    @discardableResult
+    func queueInterim(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard outSent <= interimEnd, interimEnd <= out.count else { return false }
+        out.insert(contentsOf: bytes, at: interimEnd)
+        interimEnd += bytes.count
+        return true
     }
 
     /// Set the producer's state (its region) before: a producer given again is not released.
@@ -82,6 +109,7 @@ final class BodyPump {
         }
         out.removeAll(keepingCapacity: true)
         outSent = 0
+        interimEnd = 0
         return .done
     }
 

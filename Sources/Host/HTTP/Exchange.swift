@@ -108,7 +108,7 @@ final class Exchange {
         pending.removeAll(keepingCapacity: true)
         pendingStart = 0
         pump.release()
-        pump.reset()
+        pump.clear()
     }
 
     func detach() {

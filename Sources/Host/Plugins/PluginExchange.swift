@@ -167,9 +167,17 @@ extension Exchange {
     func sendContinueIfExpected() {
         guard request.has(.expect), request.versionMinor >= 1 else { return }
         let line: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
-        // Best effort and tiny: the socket is idle at this point. If it would block, the client
-        // sends the body after its own short wait anyway (RFC 9110 §10.1.1).
-        _ = try? connection.transport.send(line.utf8Start, line.utf8CodeUnitCount)
+        // Queued like any output, never sent on the side: a send that takes only part of the
+        // line leaves the rest for the next flush, and the final head follows it (a line cut
+        // short and followed by the final head would corrupt the stream).
+        pump.queueInterim(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount))
+    }
+
+    /// Before a handler's head: only an interim response can be buffered; it goes out now.
+    func flushInterim() -> Progress {
+        guard pump.outPending else { return .waiting }
+        let progress = pump.flushBuffered(more: false)
+        return progress == .done ? .waiting : progress
     }
 
     /// Calls on_request with a view of the request.
@@ -463,7 +471,7 @@ extension Exchange {
         while true {
             if plugin.response.isFailed && (!pump.outPending || !plugin.part.isOutstanding) { return .failed }
             if !plugin.response.headRendered {
-                guard plugin.part.isOutstanding || plugin.response.finishCalled else { return .waiting }
+                guard plugin.part.isOutstanding || plugin.response.finishCalled else { return flushInterim() }
                 renderPluginHead()
             }
             if plugin.part == .queued {
