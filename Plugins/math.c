@@ -11,21 +11,31 @@
  *   GET /math/fib?n=10            55           uint32_t fib(uint32_t n)
  *
  * A missing or malformed parameter is answered 400 by the host, naming it ("missing parameter:
- * w", "invalid parameter n: expected uint32_t"). Functions cannot answer an error status
- * themselves, so a value the type accepts but the function does not (fib past 47, whose result
- * no longer fits in 32 bits) returns a documented sentinel instead.
+ * w", "invalid parameter n: expected uint32_t"). A function whose arguments are well-formed but
+ * have no result sets errno, as strtol and <math.h> do: the host clears errno before the call
+ * and answers 422 with the function's name and strerror ("add: Numerical result out of range"
+ * for INT64_MAX + 1). fib still shows the older way, a documented sentinel past 47.
  *
  * ABI features shown: register_function with the supported C types (double, int64_t, uint32_t,
- * const char *); a returned string the host copies and never frees.
+ * const char *); a returned string the host copies and never frees; errno for "no result".
  */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include "aws_plugin.h"
 
 static double area(double w, double h) { return w * h; }
 
-/* Wraps around on overflow like the hardware would, instead of being undefined behaviour. */
-static int64_t add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+/* A sum outside int64_t is not answered with a wrapped-around number: errno = ERANGE tells the
+ * host there is no result (422). */
+static int64_t add(int64_t a, int64_t b) {
+    int64_t sum;
+    if (__builtin_add_overflow(a, b, &sum)) {
+        errno = ERANGE;
+        return 0;
+    }
+    return sum;
+}
 
 /* Returns a pointer the host copies at once and does not free: a buffer per thread, so that a
  * server with several loop threads never has two calls share one. `name` is borrowed. Names

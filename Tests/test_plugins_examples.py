@@ -468,6 +468,26 @@ def test_math_post_form(srv):
     assert complete and r.status == 200 and r.body.strip() == b"Hello, Grace Hopper!", r
 
 
+INT64_MAX = 2**63 - 1
+
+
+@pytest.mark.parametrize("a,b", [(INT64_MAX, 1), (-INT64_MAX - 1, -1), (INT64_MAX, INT64_MAX)])
+def test_math_add_overflow_is_422_not_a_wrapped_sum(srv, a, b):
+    """A sum outside int64_t used to wrap around silently (INT64_MAX + 1 = INT64_MIN, 200): the
+    function reports ERANGE through errno and the host answers 422 naming it."""
+    need(srv, "math")
+    for extra in ("", "&format=json"):
+        r, complete = pu.http(srv.port, "GET", f"/math/add?a={a}&b={b}{extra}")
+        assert complete and r.status == 422, r
+        assert r.media_type == "text/plain", r
+        assert r.body == b"add: Numerical result out of range\n", r
+    # The edges that fit are still sums, and the connection's next request is unaffected.
+    r, complete = pu.http(srv.port, "GET", f"/math/add?a={INT64_MAX}&b=0")
+    assert complete and r.status == 200 and r.body == f"{INT64_MAX}\n".encode(), r
+    r, complete = pu.http(srv.port, "GET", f"/math/add?a={-INT64_MAX}&b=-1")
+    assert complete and r.status == 200 and r.body == f"{-INT64_MAX - 1}\n".encode(), r
+
+
 # --------------------------------------------------------------------------------------
 # skeleton
 # --------------------------------------------------------------------------------------

@@ -190,7 +190,22 @@ private let noop: @convention(c) () -> Void = {}
         case .success(let v): "ok \(v.text)"
         case .failure(.missing(let name)): "missing \(name)"
         case .failure(.invalid(let name, let type)): "invalid \(name) \(type.rawValue)"
+        case .failure(.failed(let code)): "failed \(code)"
         }
+    }
+
+    @Test func errnoSetByTheFunctionMeansNoResult() throws {
+        let checkedAdd: @convention(c) (Int64, Int64) -> Int64 = { a, b in
+            let (sum, overflow) = a.addingReportingOverflow(b)
+            if overflow { errno = ERANGE }
+            return sum
+        }
+        let f = try FFIFunction(signature: "int64_t add(int64_t a, int64_t b)", function: erase(checkedAdd))
+        #expect(describe(f.call(["a": "\(Int64.max)", "b": "1"])) == "failed \(ERANGE)")
+        #expect(describe(f.call(["a": "\(Int64.max)", "b": "0"])) == "ok \(Int64.max)")
+        // errno left over from before the call is not the function's: it is cleared first.
+        errno = EINVAL
+        #expect(describe(f.call(["a": "2", "b": "40"])) == "ok 42")
     }
 
     @Test(arguments: [

@@ -104,6 +104,8 @@ final class FFIFunction {
     enum CallError: Error {
         case missing(String)
         case invalid(String, CType)
+        /// The function set errno: it has no result for these arguments (ERANGE, EDOM, ...).
+        case failed(Int32)
     }
 
     /// Converts the named parameters and calls the function; the result rendered as text.
@@ -150,9 +152,15 @@ final class FFIFunction {
         }
         // libffi widens integral results to a full ffi_arg (8 bytes here).
         var result: (UInt64, UInt64) = (0, 0)
-        withUnsafeMutableBytes(of: &result) { r in
+        // The C convention of strtol and <math.h>: errno cleared before the call and set by the
+        // function when the arguments have no result. A plain function has no other way to
+        // answer an error, and a wrapped or sentinel value would go out as a valid result.
+        let failure: Int32 = withUnsafeMutableBytes(of: &result) { r in
+            errno = 0
             ffi_call(cif, function, r.baseAddress, argv)
+            return errno
         }
+        if failure != 0 { return .failure(.failed(failure)) }
         return .success(withUnsafeBytes(of: &result) { r in render(r) })
     }
 

@@ -1,4 +1,5 @@
 import CHTTPParser
+import Glibc
 
 /// Answers a request for a typed function endpoint (`register_function`): parameters from the
 /// query string and, for POST, an application/x-www-form-urlencoded body; the result as text, or
@@ -27,12 +28,17 @@ extension Exchange {
         switch function.call(values) {
         case .failure(let error):
             let message: String
+            var status = HTTPStatus.badRequest
             switch error {
             case .missing(let name): message = "missing parameter: \(name)\n"
             case .invalid(let name, let type): message = "invalid parameter \(name): expected \(type.rawValue)\n"
+            case .failed(let code):
+                // Well-formed arguments the function has no result for (an overflow, a domain error).
+                message = "\(function.name): \(String(cString: strerror(code)))\n"
+                status = .unprocessableContent
             }
             worker.logger.info("function \(function.name): \(message.dropLast())", metadata: ["peer": "\(connection.peerDescription)"])
-            finishFunction { $0.respondWithBody(.badRequest, type: "text/plain; charset=utf-8", Array(message.utf8)) }
+            finishFunction { $0.respondWithBody(status, type: "text/plain; charset=utf-8", Array(message.utf8)) }
         case .success(let result):
             if wantsJSON {
                 finishFunction { $0.respondWithBody(.ok, type: "application/json", Array("{\"result\": \(result.json)}\n".utf8)) }

@@ -261,7 +261,11 @@ typedef struct aws_host_api {
      * application/x-www-form-urlencoded body, converted to the C type, and the function is
      * called through libffi; the result is sent as text, or as JSON {"result": ...} when the
      * request asks with `Accept: application/json` or `format=json`. A missing or malformed
-     * parameter is answered 400 naming it. A returned `const char *` is copied and not freed. */
+     * parameter is answered 400 naming it. A returned `const char *` is copied and not freed.
+     * The host sets errno to 0 before the call: a function that leaves it non-zero (ERANGE,
+     * EDOM, ... as strtol and <math.h> do) has no result for these arguments, and the request
+     * is answered 422 with "NAME: strerror(errno)". So a function must not leave errno set by
+     * a call that did not make it fail. */
     int (*register_function)(aws_plugin_ctx *ctx, const char *path, const char *signature, void (*fn)(void));
 
     /* -- configuration and services (any time, on the loop thread or during init) ---------- */
