@@ -62,6 +62,27 @@ def test_request_line_under_limit_served(small_head_srv):
         assert_x(c.request(get_req("/static/x?" + "q" * 900)))
 
 
+@pytest.mark.parametrize("method", ["GET", "OPTIONS"])
+def test_request_line_limit_counts_the_whole_line(small_head_srv, method):
+    """--max-request-line 1024 is the request line, method and version included (CRLF not
+    counted): a 1024-byte line is served, a 1025-byte one is 414. It used to limit the target
+    alone, so a line of 1025 bytes (a 1010-byte target) was served."""
+    def line(length):
+        fixed = len(f"{method} /static/x? HTTP/1.1")
+        return f"{method} /static/x?{'q' * (length - fixed)} HTTP/1.1"
+    assert len(line(1024)) == 1024 and len(line(1025)) == 1025
+    with Conn(small_head_srv.port) as c:
+        r = c.request((line(1024) + "\r\nHost: 127.0.0.1\r\n\r\n").encode())
+        assert r.status == 200, r
+    with Conn(small_head_srv.port) as c:
+        c.send((line(1025) + "\r\nHost: 127.0.0.1\r\n\r\n").encode())
+        r = c.final_response(timeout=5)
+        assert r.status == 414, r
+        assert "close" in connection_tokens(r), r
+        closed, extra = c.closed_within(5)
+        assert closed and extra == b"", f"not closed after 414 (extra {extra[:100]!r})"
+
+
 @pytest.mark.parametrize("shape", ["one-big-header", "many-medium-headers"])
 def test_header_bytes_over_limit_431(small_head_srv, shape):
     if shape == "one-big-header":

@@ -53,7 +53,7 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "CGI programs running at once in the whole server (503 past it).") var cgiMax = 64
     @Flag(help: "No CGI: /cgi/ is served like any other path.") var noCgi = false
 
-    @Option(help: "Longest request target, in bytes (414 past it).") var maxRequestLine = 8 * 1024
+    @Option(help: "Longest request line (method, target and version, without CRLF), in bytes (414 past it).") var maxRequestLine = 8 * 1024
     @Option(help: "Most header bytes in a request (431 past it).") var maxHeaderBytes = 32 * 1024
     @Option(help: "Most header fields in a request (431 past it).") var maxHeaders = 100
     @Option(help: "Largest request body, in bytes (413 past it).") var maxBody = 16 * 1024 * 1024

@@ -368,7 +368,11 @@ final class Exchange {
 
     func decodedTarget(_ bytes: UnsafeRawBufferPointer) -> Int32 {
         request.appendTarget(bytes)
-        if request.target.count > worker.config.maxRequestLine {
+        // `--max-request-line` is the whole line, as its name says (and as Apache's
+        // LimitRequestLine): method, space, target, space and the 8 bytes of "HTTP/1.1", which
+        // every valid line ends with. The parser knows the method by the time the target comes.
+        let lineLength = strlen(http_method_str(decoder.method)) + 1 + request.target.count + 1 + 8
+        if lineLength > worker.config.maxRequestLine {
             refusal = .uriTooLong
             return 1
         }

@@ -33,7 +33,7 @@ struct Config: Sendable {
     var redirectHTTPS = false
 
     // Limits (each answered with its status and a log line).
-    var maxRequestLine = 8 * 1024          // 414
+    var maxRequestLine = 8 * 1024          // 414: the whole request line, CRLF not counted
     var maxHeaderBytes = 32 * 1024         // 431
     var maxHeaderCount = 100               // 431
     var maxBodyBytes = 16 * 1024 * 1024    // 413
