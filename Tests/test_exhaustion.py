@@ -32,7 +32,8 @@ def test_out_of_descriptors_is_503_with_retry_after_then_recovers(make_server, d
     is the server's passing trouble, answered 503 with Retry-After (it used to be 403 Forbidden,
     even for a missing file), with a log line. Once the idle connections close, the same
     requests are answered 200 and 404 again."""
-    srv = make_server(args=["--keepalive-timeout", "120", "--header-timeout", "120"],
+    workers = 2
+    srv = make_server(args=["--keepalive-timeout", "120", "--header-timeout", "120", "--workers", str(workers)],
                       prefix=["prlimit", f"--nofile={NOFILE}:{NOFILE}", "--"], name="nofile")
     pid = srv.server_pid()
     used = _fd_count(pid)
@@ -46,6 +47,7 @@ def test_out_of_descriptors_is_503_with_retry_after_then_recovers(make_server, d
         assert r.status == 404, r
         # More idle connections than free descriptors: the server accepts until EMFILE, the rest
         # wait in the listen queue.
+        start = time.monotonic()
         for _ in range(NOFILE - used + 16):
             idle.append(awstest.connect(srv.port, timeout=5))
         assert awstest.wait_for(lambda: _fd_count(pid) >= NOFILE, timeout=10), \
@@ -58,6 +60,15 @@ def test_out_of_descriptors_is_503_with_retry_after_then_recovers(make_server, d
             assert r.header("connection", "").lower() != "close", (target, r)
         assert re.search(r"out of descriptors or memory opening files.*answered 503 to \d+ request",
                          srv.stderr()), srv.stderr()[-2000:]
+        # Meanwhile accept fails (EMFILE) every 100 ms on a listener with connections waiting:
+        # logged at most once a second per worker, with a count (it was ten lines a second).
+        time.sleep(3)
+        elapsed = time.monotonic() - start
+        lines = [l for l in srv.stderr().splitlines() if "accept failed" in l]
+        allowed = workers * (math.ceil(elapsed) + 2)
+        assert 0 < len(lines) <= allowed, \
+            f"{len(lines)} accept failure lines in {elapsed:.1f} s (at most {allowed}):\n" + "\n".join(lines[:20])
+        assert all(re.search(r"\d+ time\(s\) since the last such line", l) for l in lines), lines
     finally:
         for s in idle:
             s.close()

@@ -68,6 +68,8 @@ final class Worker: @unchecked Sendable {
     /// with a count, so the log stays readable and its writes cost nothing under the flood.
     private var refusalLog = LogThrottle()
     private var openShortageLog = LogThrottle()
+    private var acceptFailureLog = LogThrottle()
+    private var lastAcceptError: (any Error)?
     private var shutdownDeadline: Int64 = .max
 
     init(index: Int, config: Config, root: DocumentRoot, listeners sockets: [ListeningSocket], tls: TLSContexts?,
@@ -138,6 +140,7 @@ final class Worker: @unchecked Sendable {
         // Counts a burst left behind once it stopped.
         if let count = refusalLog.due(now: loop.now) { logRefusals(count) }
         if let count = openShortageLog.due(now: loop.now) { logOpenShortage(count) }
+        if let count = acceptFailureLog.due(now: loop.now) { logAcceptFailures(count) }
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
             acceptPausedUntil = 0
@@ -163,7 +166,9 @@ final class Worker: @unchecked Sendable {
             } catch {
                 // Out of descriptors (EMFILE/ENFILE) or memory: stop accepting for a moment
                 // rather than spin on a listener that stays readable.
-                logger.error("accept failed: \(error); pausing accepts for 100 ms")
+                // While the table stays full this fails every 100 ms: logged once a second.
+                lastAcceptError = error
+                if let count = acceptFailureLog.note(now: loop.now) { logAcceptFailures(count) }
                 for l in listeners { l.unwatch(in: loop) }
                 acceptPausedUntil = loop.now + 100
                 return
@@ -211,6 +216,10 @@ final class Worker: @unchecked Sendable {
         _ = response.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
         Sys.shutdownWrite(fd)
         Sys.close(fd)
+    }
+
+    private func logAcceptFailures(_ count: Int) {
+        logger.error("accept failed: \(lastAcceptError.map { "\($0)" } ?? "?"); accepts paused for 100 ms each time, \(count) time(s) since the last such line")
     }
 
     private func logRefusals(_ count: Int) {
