@@ -266,3 +266,51 @@ def test_plugin_copies_are_removed_when_the_server_exits(deployed):
         shutil.rmtree(cache, ignore_errors=True)
     assert rc == 0 and not killed, f"exit {rc}, killed={killed}:\n{srv.stderr()[-2000:]}"
     assert leftover is None, f"{cache} still exists after a clean exit, holding {leftover}"
+
+
+def lingering(n, **defines):
+    return pu.test_plugin("lingering", VERSION=f'"{n}"', **defines)
+
+
+def _lingering_ticks(port, version) -> int:
+    body = pu.ok_get(port, "/lingering")
+    m = re.fullmatch(rb"lingering (\d+) ticks=(\d+)\n", body)
+    assert m and m.group(1) == str(version).encode(), body
+    return int(m.group(2))
+
+
+@pytest.mark.parametrize("new", ["good", "refused"])
+def test_thread_outliving_its_unloaded_version_does_not_crash_the_server(new):
+    """A plugin bug: a thread the plugin started in init keeps running its code after shutdown
+    (Tests/plugins/lingering.c). Unloading that version must not unmap the code under the thread
+    (which would SIGSEGV the whole server): the host keeps every initialised image mapped. The
+    same holds for a new version whose init starts such a thread and then refuses to load."""
+    folder = pu.plugin_folder({"lingering": lingering(1), "ok": pu.test_plugin("ok")})
+    with pu.running_server(folder) as srv:
+        t1 = _lingering_ticks(srv.port, 1)
+        assert pu.wait_for(lambda: _lingering_ticks(srv.port, 1) > t1, 3), "version 1's thread does not run"
+        if new == "good":
+            pu.deploy(folder, "lingering", lingering(2))
+            mark = _reload(srv)
+            assert pu.wait_for(lambda: pu.ok_get(srv.port, "/lingering").startswith(b"lingering 2 "), 5), \
+                srv.stderr()[mark:]
+            # Nothing uses version 1 any more: shut down and unloaded, its thread still running.
+            assert pu.wait_log(srv, r"plugin lingering 1 unloaded", 3, since=mark), srv.stderr()[mark:]
+            still = pu.wait_log(srv, r"lingering 1: thread still running after shutdown", 3, since=mark)
+        else:
+            pu.deploy(folder, "lingering", lingering(2, REFUSE_INIT=1))
+            mark = _reload(srv)
+            assert pu.wait_log(srv, r"lingering\.so not reloaded: .*the old version keeps serving", 3, since=mark), \
+                srv.stderr()[mark:]
+            still = pu.wait_log(srv, r"lingering 2: thread still running after a refused init", 3, since=mark)
+        # The stray thread's loop goes on (a sleep, then the plugin's own code) a few hundred ms
+        # after its version is gone: the server must be alive and serving all the while.
+        time.sleep(0.4)
+        assert srv.alive(), f"the server died (exit {srv.proc.poll()}):\n{srv.stderr()[mark:]}"
+        assert still, f"the stray thread never logged:\n{srv.stderr()[mark:]}"
+        version = 2 if new == "good" else 1
+        ticks = _lingering_ticks(srv.port, version)
+        assert pu.wait_for(lambda: _lingering_ticks(srv.port, version) > ticks, 3)
+        assert pu.ok_get(srv.port, "/ok") == b"ok\n"
+        assert pu.ok_get(srv.port, "/plain.txt") == b"a static file next to the plugins\n"
+        assert srv.alive()

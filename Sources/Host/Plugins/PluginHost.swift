@@ -4,8 +4,9 @@ import Synchronization
 /// The plugins' side of the control thread: it owns the current route table, reloads on SIGHUP,
 /// publishes each new table to every worker and unloads versions nobody uses any more.
 ///
-/// Loading, `init`, `shutdown` and `dlclose` all run on the control thread, never on a serving
-/// thread. Workers only ever see immutable `RouteTable` snapshots, installed by a function posted
+/// Loading, `init` and `shutdown` all run on the control thread, never on a serving thread. A
+/// library is never closed once its `init` ran (PluginLoader): an unloaded version's code stays
+/// mapped for any thread of it that is still running. Workers only ever see immutable `RouteTable` snapshots, installed by a function posted
 /// to their loop; `release` is the one method called from worker threads.
 final class PluginHost: @unchecked Sendable {
     private let control: EventLoop
@@ -59,8 +60,9 @@ final class PluginHost: @unchecked Sendable {
         }
     }
 
-    /// Shutdown now; dlclose once every loop has run what was posted to it before, so a
-    /// function the plugin posted (with alive = 0 by then) still finds its code. Control thread.
+    /// Shutdown now; forgotten once every loop has run what was posted to it before, so the
+    /// "unloaded" line means nothing of the version is queued any more (its code stays mapped
+    /// anyway, for any thread it failed to stop). Control thread.
     private func unload(_ plugin: LoadedPlugin) {
         guard plugin.isLoaded else { return }
         plugin.shutdown()
@@ -74,18 +76,19 @@ final class PluginHost: @unchecked Sendable {
     }
 
     private func finishUnload(_ plugin: LoadedPlugin) {
-        plugin.closeLibrary(logger: logger)
+        plugin.unload(logger: logger)
         retired.removeAll { $0 === plugin }
     }
 
     /// At exit, after every worker thread has ended: work still posted runs (with alive = 0),
-    /// then every plugin's shutdown, then what those shutdowns posted, then dlclose.
+    /// then every plugin's shutdown, then what those shutdowns posted. Nothing is dlclose'd: a
+    /// plugin thread still running keeps its code until the process is gone.
     func unloadAllAtExit() {
         drainEverything()
         let all = table.plugins + retired
         for p in all { p.shutdown() }
         drainEverything()
-        for p in all { p.closeLibrary(logger: logger) }
+        for p in all { p.unload(logger: logger) }
         retired = []
         loader?.removeCopies()
     }

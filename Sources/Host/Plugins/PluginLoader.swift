@@ -7,7 +7,12 @@ import Synchronization
 ///
 /// Shared by every worker: its routes are read on all loop threads, so everything a worker
 /// reads is immutable after loading; `users` and `retired` are atomics; `library` and
-/// `shutdownFn` are touched only on the control thread (load, shutdown, dlclose).
+/// `shutdownFn` are touched only on the control thread (load, shutdown, unload).
+///
+/// A library whose `init` has been called is never unmapped (no `dlclose`), and its context is
+/// never freed: a plugin thread that outlives its version (a plugin bug: it should have been
+/// joined in `shutdown`) keeps running code, globals and the `host`/`ctx` pointers of that
+/// version, so the bug costs memory, never the server (aws_plugin.h, UNLOADING).
 final class LoadedPlugin: @unchecked Sendable {
     let name: String
     let version: String
@@ -68,15 +73,15 @@ final class LoadedPlugin: @unchecked Sendable {
         routes = []
     }
 
-    /// dlclose, once, after `shutdown` and after every function the plugin posted has run.
-    /// Control thread.
-    func closeLibrary(logger: Logger) {
-        guard let lib = library else { return }
+    /// The end of this version, once, after `shutdown` and after every function the plugin
+    /// posted has run: the host forgets it. The library is NOT closed and the context not freed
+    /// (a thread the plugin failed to stop may still run its code and use its `ctx`): the image
+    /// stays mapped until the process exits. Control thread.
+    func unload(logger: Logger) {
+        guard library != nil else { return }
         shutdown()
-        library = nil
-        dlclose(lib)
-        context.release()
-        logger.info("plugin \(name) \(version) unloaded")
+        library = nil  // the handle is dropped, never dlclose'd
+        logger.info("plugin \(name) \(version) unloaded (its code stays mapped until exit)")
     }
 }
 
@@ -112,9 +117,9 @@ final class PluginContext {
         return Unmanaged<PluginContext>.fromOpaque(UnsafeRawPointer(p)).takeUnretainedValue()
     }
 
-    /// Keeps the context alive while the plugin may hold its pointer.
+    /// Keeps the context alive for good: once init has it, the plugin may use it for as long as
+    /// its code runs, which (with a thread it failed to stop) may be until the process exits.
     func retain() { _ = Unmanaged.passRetained(self) }
-    func release() { Unmanaged.passUnretained(self).release() }
 
     deinit {
         for p in config.values { free(p) }
@@ -131,9 +136,10 @@ struct PluginLoadError: Error, CustomStringConvertible {
 
 /// Finds, checks and loads plugin libraries, and reloads them on SIGHUP.
 ///
-/// Each library is loaded from a content-addressed copy (`<cache>/<name>-<hash>.so`): dlopen of a
-/// path already loaded returns the old image, so a changed file must have a new name to load as
-/// new code, while an unchanged one keeps its loaded instance.
+/// Each load is from a copy of its own (`<cache>/<name>-<hash>-<n>.so`): dlopen of a file already
+/// loaded (by path, or by device and inode) returns the old image, and an image whose `init` ran
+/// is never closed, so new code needs a new file. An unchanged file is not loaded again: it keeps
+/// its loaded instance.
 final class PluginLoader {
     let directory: String
     let config: [String: [String: String]]
@@ -141,6 +147,8 @@ final class PluginLoader {
     let root: String
     let logger: Logger
     private let cacheDirectory: String
+    /// Copies made so far: numbers each copy's name. Control thread.
+    private var copies = 0
 
     init(directory: String, config: [String: [String: String]], strict: Bool, root: String, logger: Logger) {
         self.directory = directory
@@ -154,7 +162,7 @@ final class PluginLoader {
 
     deinit { removeCopies() }
 
-    /// The copies are only needed to load; the mapped images survive their removal.
+    /// At exit: the copies are only needed to load; the mapped images survive their removal.
     func removeCopies() {
         if let dir = opendir(cacheDirectory) {
             while let e = readdir(dir) {
@@ -176,12 +184,12 @@ final class PluginLoader {
                 loaded.append(plugin)
             } catch let error as PluginLoadError {
                 if error.isConflict {
-                    for p in loaded { p.closeLibrary(logger: logger) }
+                    for p in loaded { p.unload(logger: logger) }
                     throw error
                 }
                 logger.error("plugin \(file): \(error.description)")
                 if strict {
-                    for p in loaded { p.closeLibrary(logger: logger) }
+                    for p in loaded { p.unload(logger: logger) }
                     throw error
                 }
             }
@@ -287,7 +295,9 @@ final class PluginLoader {
 
     /// Copies the file into the private cache folder, named by the hash of the bytes actually
     /// written: a file replaced while it is copied can never give a copy a name it does not
-    /// match, and a copy that fails half-way is removed, never renamed into place.
+    /// match, and a copy that fails half-way is removed, never renamed into place. Every call
+    /// makes a new file (a new inode), even for bytes copied before: an image loaded from an
+    /// earlier copy may still be mapped (with its globals), and dlopen would return it.
     private func copyToCache(_ file: String) throws -> (path: String, hash: UInt64) {
         // The folder's name is predictable, so it is trusted only if it is ours and private:
         // then nobody else can have planted a library in it.
@@ -327,11 +337,8 @@ final class PluginLoader {
             throw fail(error.call, error.errno)
         }
         if close(dst) != 0 { throw fail("close", errno) }
-        let target = "\(cacheDirectory)/\(name)-\(String(hash.value, radix: 16)).so"
-        if access(target, F_OK) == 0 {
-            unlink(tmp)  // the same bytes are there already (and maybe loaded): keep that copy
-            return (target, hash.value)
-        }
+        copies += 1
+        let target = "\(cacheDirectory)/\(name)-\(String(hash.value, radix: 16))-\(copies).so"
         if rename(tmp, target) != 0 { throw fail("rename", errno) }
         return (target, hash.value)
     }
@@ -340,10 +347,20 @@ final class PluginLoader {
     private func load(_ file: String, alongside others: [Route]) throws -> LoadedPlugin {
         let (copy, hash) = try copyToCache(file)
         guard let lib = dlopen(copy, RTLD_NOW | RTLD_LOCAL) else {
-            throw PluginLoadError(description: "dlopen failed: \(String(cString: dlerror()))")
+            let reason = String(cString: dlerror())
+            unlink(copy)
+            throw PluginLoadError(description: "dlopen failed: \(reason)")
         }
-        var keep = false
-        defer { if !keep { dlclose(lib) } }
+        // Closed (and its copy removed, so a file refused on every SIGHUP leaves nothing behind)
+        // only if refused before its init runs: from then on the plugin may have started
+        // threads (even when init fails), and its image stays mapped for them.
+        var initCalled = false
+        defer {
+            if !initCalled {
+                dlclose(lib)
+                unlink(copy)
+            }
+        }
         guard let sym = dlsym(lib, AWS_PLUGIN_ENTRY_SYMBOL) else {
             throw PluginLoadError(description: "no \(AWS_PLUGIN_ENTRY_SYMBOL) symbol: not an aws plugin")
         }
@@ -372,6 +389,9 @@ final class PluginLoader {
         let plugin = LoadedPlugin(name: fileName, version: version, file: file, hash: hash, abiMinor: header.abi_minor, context: context)
         context.registering = true
         context.existingRoutes = others
+        // The plugin may keep `ctx` for as long as its code runs, which may be until exit.
+        context.retain()
+        initCalled = true
         let rc = initFn(HostAPI.table, context.opaque)
         context.registering = false
         if let error = context.registrationError {
@@ -388,8 +408,6 @@ final class PluginLoader {
         context.existingRoutes = []
         plugin.library = lib
         plugin.shutdownFn = shutdownFn
-        context.retain()
-        keep = true
         let routeList = plugin.routes.map { "\($0.displayMethod) \($0.displayPath)" }.joined(separator: ", ")
         logger.info("plugin \(fileName) \(version) (ABI \(header.abi_major).\(header.abi_minor)\(name != fileName ? ", calls itself \(name)" : "")): \(routeList.isEmpty ? "no routes" : routeList)")
         return plugin

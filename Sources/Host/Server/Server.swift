@@ -6,7 +6,7 @@ import Synchronization
 /// Start-up and shutdown: binds the listening sockets, drops privileges, loads plugins, starts
 /// one thread per worker, and then runs the control loop on the main thread. The control loop
 /// serves nothing: it turns signals into work for the workers (shutdown, plugin reload) and does
-/// the blocking plugin work (dlopen, init, shutdown, dlclose) off the serving threads.
+/// the blocking plugin work (dlopen, init, shutdown) off the serving threads.
 final class Server {
     let config: Config
     let logger: Logger

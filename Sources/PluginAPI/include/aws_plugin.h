@@ -41,6 +41,25 @@
  *   - The host never calls into a plugin from inside a host function: e.g. `send_part` never
  *     calls `on_proceed` before it returns. Callbacks happen only after the current one returned.
  *
+ * UNLOADING AND THREADS THAT OUTLIVE THEIR VERSION
+ *   A plugin stops and joins every thread it started by the time `shutdown` returns. If one
+ *   keeps running anyway (a bug), it runs the code and globals of a version the server has
+ *   retired. So that such a bug costs memory and never the server, the host NEVER UNMAPS A
+ *   LIBRARY WHOSE `init` HAS BEEN CALLED (it is never dlclose'd: not after `shutdown`, not when
+ *   `init` refused to load, not at exit), and never frees its `ctx`: that version's code,
+ *   globals, `host` table, `ctx`, config strings and document root stay valid until the process
+ *   exits. Its request handles return AWS_E_GONE (AWS_E_THREAD from its own threads), and `post`
+ *   still calls fn exactly once, with alive = 0.
+ *   The price: every version that has been initialised stays in memory until the server exits.
+ *   Each load is from a copy of the file of its own (in $TMPDIR/aws-plugins-<pid>/, removed at
+ *   exit), so every reload that loads a changed file keeps, for good, the pages of the old
+ *   version the process touched, a few memory mappings, and the copy on disk (in memory if
+ *   $TMPDIR is a tmpfs): about 26 KiB of RSS and 17 KB of disk for a small C plugin (figures in
+ *   Plugins/README.md). An unchanged file is not loaded again. Restart the server to give the
+ *   memory back.
+ *   A library refused before its `init` is called (no entry symbol, bad magic, another ABI
+ *   major) is closed again at once: start nothing from ELF constructors.
+ *
  * REQUEST HANDLES
  *   An `aws_request` is a 64-bit value, not a pointer: it names one request on one connection
  *   plus a generation number. Once the request has ended (response finished, client gone,
@@ -353,12 +372,13 @@ typedef struct aws_plugin_descriptor {
     /* Called once after loading, on the server's control thread (not a loop thread), before
      * serving starts or, on reload, before the new version receives any request.
      * Register routes here. Return 0, or non-zero to refuse to load (the host logs it and
-     * skips the plugin). `host` and `ctx` stay valid until the plugin is unloaded. */
+     * skips the plugin). `host` and `ctx` stay valid until the process exits (see UNLOADING). */
     int (*init)(const aws_host_api *host, aws_plugin_ctx *ctx);
 
     /* Called once before unloading, on the control thread, when no request on any loop uses
-     * the plugin any more (or at exit). Functions the plugin posted before it returns still run
-     * (with alive = 0) before the library is unmapped. May be NULL. */
+     * the plugin any more (or at exit). Stop and join your threads here. Functions the plugin
+     * posted before it returns still run (with alive = 0). The library is not unmapped after it
+     * (see UNLOADING). May be NULL. */
     void (*shutdown)(aws_plugin_ctx *ctx);
 } aws_plugin_descriptor;
 
