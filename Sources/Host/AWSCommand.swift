@@ -24,6 +24,8 @@ struct AWSCommand: ParsableCommand {
     @Option(name: .customLong("plugin-config"), help: ArgumentHelp("A plugin setting, NAME.KEY=VALUE (repeatable).", valueName: "NAME.KEY=VALUE"))
     var pluginConfig: [String] = []
     @Flag(help: "Refuse to start if any plugin fails to load.") var strictPlugins = false
+    @Option(name: .customLong("plugin-slow-ms"), help: ArgumentHelp("Log and count a plugin callback that runs longer than this (it stalls its whole worker); 0: off.", valueName: "N"))
+    var pluginSlowMs = 100
     @Option(help: "trace, debug, info, notice, warning, error or critical. Request lines are logged at info.")
     var logLevel: Logger.Level = .info
     @Option(help: "Write request lines to this file instead of standard error.") var accessLog: String?
@@ -76,6 +78,7 @@ struct AWSCommand: ParsableCommand {
             throw ValidationError("--\(name) must be at least 1")
         }
         if maxBody < 0 { throw ValidationError("--max-body must not be negative") }
+        if !(0...86_400_000).contains(pluginSlowMs) { throw ValidationError("--plugin-slow-ms must be between 0 and 86400000") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsCert == nil {
             for (flag, set) in [("--tls-port", tlsPort != nil), ("--tls-cert-for", !tlsCertFor.isEmpty), ("--no-http", noHttp),
@@ -124,6 +127,7 @@ struct AWSCommand: ParsableCommand {
         config.address = address
         config.pluginsDirectory = plugins
         config.strictPlugins = strictPlugins
+        config.pluginSlowMillis = pluginSlowMs
         for item in pluginConfig {
             let eq = item.firstIndex(of: "=")!, dot = item[..<eq].firstIndex(of: ".")!
             config.pluginConfig[String(item[..<dot]), default: [:]][String(item[item.index(after: dot)..<eq])] = String(item[item.index(after: eq)...])

@@ -27,6 +27,9 @@ int aws_so_reuseport(void);
 int aws_cpu_count(void);
 /* Names the calling thread (at most 15 bytes are kept), as shown in /proc/PID/task/TID/comm. */
 void aws_set_thread_name(const char *name);
+/* The file of the loaded object that holds `addr` (dladdr), or NULL: names a plugin from one of
+ * its function pointers (dl.c). */
+const char *aws_dl_file_of(const void *addr);
 
 /* openat2(dirfd, path, O_RDONLY|O_NONBLOCK|O_CLOEXEC|extra, RESOLVE_BENEATH): the kernel refuses
  * any resolution (`..`, symlinks) that leaves dirfd. Returns -1 with errno set; ENOSYS on old kernels. */

@@ -25,7 +25,7 @@ extension Exchange {
         for h in request.headers where request.equalsIgnoringCase(h.name, Array("accept".utf8)) {
             if request.string(h.value).contains("application/json") { wantsJSON = true }
         }
-        switch function.call(values) {
+        switch worker.callbackWatch.measure(.function, plugin.route, { function.call(values) }) {
         case .failure(let error):
             let message: String
             var status = HTTPStatus.badRequest

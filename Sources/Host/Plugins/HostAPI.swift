@@ -112,9 +112,12 @@ enum HostAPI {
         let w = Int(req >> 56)
         guard let fn, UInt32(truncatingIfNeeded: req) != 0, w < workers.count else { return Int32(AWS_E_INVALID) }
         let posted = Posted(fn: fn, arg: arg, req: req)
-        workers[w].loop.post {
+        let worker = workers[w]
+        worker.loop.post {
             let c = try? HostAPI.exchange(posted.req).get()
-            posted.fn(posted.req, posted.arg, c == nil ? 0 : 1)
+            worker.callbackWatch.measure(.posted, c?.plugin.route, code: unsafeBitCast(posted.fn, to: UnsafeRawPointer.self)) {
+                posted.fn(posted.req, posted.arg, c == nil ? 0 : 1)
+            }
             c?.pluginCallbackReturned()
         }
         return Int32(AWS_OK)

@@ -184,7 +184,8 @@ extension Exchange {
     private func invokeOnRequest() {
         guard let handler = plugin.handler else { return }
         plugin.stage = .active
-        let rc = withRequestView { view in handler.onRequest(plugin.handle, view, handler.user) }
+        let watch = worker.callbackWatch, route = plugin.route
+        let rc = withRequestView { view in watch.measure(.onRequest, route) { handler.onRequest(plugin.handle, view, handler.user) } }
         if rc != 0 {
             plugin.stage = .settled
             let status = HTTPStatus.errorStatus(Int(rc))
@@ -262,7 +263,7 @@ extension Exchange {
             return
         }
         guard plugin.stage == .active, let handler = plugin.handler, let onBody = handler.onBody, bytes.count > 0 else { return }
-        onBody(plugin.handle, bytes.baseAddress, bytes.count, 0, handler.user)
+        worker.callbackWatch.measure(.onBody, route) { onBody(plugin.handle, bytes.baseAddress, bytes.count, 0, handler.user) }
     }
 
     /// The request's message is complete: buffered routes run now; streaming ones get last=1.
@@ -277,7 +278,7 @@ extension Exchange {
             return
         }
         guard plugin.stage == .active, requestHasBody, let handler = plugin.handler, let onBody = handler.onBody else { return }
-        onBody(plugin.handle, nil, 0, 1, handler.user)
+        worker.callbackWatch.measure(.onBody, route) { onBody(plugin.handle, nil, 0, 1, handler.user) }
     }
 
     // MARK: host calls (validated handle, loop thread); they only record: sending happens after
@@ -503,7 +504,7 @@ extension Exchange {
             if plugin.response.finishCalled { return plugin.response.isFailed ? .failed : .done }
             if plugin.part == .proceedDue, let handler = plugin.handler, let onProceed = handler.onProceed {
                 plugin.part = .none
-                onProceed(plugin.handle, handler.user)
+                worker.callbackWatch.measure(.onProceed, plugin.route) { onProceed(plugin.handle, handler.user) }
                 guard isAttached, connection.isOpen, plugin.stage == .active else { return .failed }
                 continue
             }
@@ -544,7 +545,8 @@ extension Exchange {
         plugin.part = .none
         if let release = plugin.partRelease {
             plugin.partRelease = nil
-            release(plugin.partReleaseContext)
+            let context = plugin.partReleaseContext
+            worker.callbackWatch.measure(.release, plugin.route) { release(context) }
         }
     }
 
@@ -559,8 +561,8 @@ extension Exchange {
         if plugin.part.isOutstanding { releasePart() }
         if wasActive && callEnd, let handler {
             plugin.stage = .ending
-            if aborted, let onAbort = handler.onAbort { onAbort(handle, handler.user) }
-            if let onEnd = handler.onEnd { onEnd(handle, handler.user) }
+            if aborted, let onAbort = handler.onAbort { worker.callbackWatch.measure(.onAbort, route) { onAbort(handle, handler.user) } }
+            if let onEnd = handler.onEnd { worker.callbackWatch.measure(.onEnd, route) { onEnd(handle, handler.user) } }
             plugin.stage = .settled
         }
         for p in plugin.scratch { free(p) }

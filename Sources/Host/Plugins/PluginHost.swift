@@ -26,10 +26,26 @@ final class PluginHost: @unchecked Sendable {
         self.logger = logger
     }
 
-    /// Each worker starts holding `table`: one use per worker for every plugin in it.
+    /// Each worker starts holding `table`: one use per worker for every plugin in it. With
+    /// plugins, the control loop's tick (1 s) looks for a callback stuck in plugin code.
     func attach(_ workers: [Worker]) {
         self.workers = workers
         for p in table.plugins { p.addUses(workers.count) }
+        if loader != nil, let slow = workers.first?.callbackWatch.slowNanos, slow != 0 {
+            // Shorter stalls are reported by the worker itself when the callback returns; this
+            // is for the callback that does not return.
+            let atLeast = max(slow, 1_000_000_000)
+            control.onTick { [unowned self] in reportStuckCallbacks(atLeast: atLeast) }
+        }
+    }
+
+    /// Control thread: a line for every worker whose loop is inside a plugin callback that has
+    /// run for `atLeast` ns, each second while it lasts.
+    private func reportStuckCallbacks(atLeast: UInt64) {
+        let now = Sys.monotonicNanos()
+        for worker in workers {
+            if let line = worker.callbackWatch.stuck(now: now, atLeast: atLeast) { logger.warning("\(line)") }
+        }
     }
 
     /// A worker or a request let go of a version. Any thread.

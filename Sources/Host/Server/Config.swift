@@ -9,6 +9,8 @@ struct Config: Sendable {
     /// --plugin-config NAME.KEY=VALUE, by plugin name.
     var pluginConfig: [String: [String: String]] = [:]
     var strictPlugins = false
+    /// A plugin callback running longer than this is logged and counted (0: not watched).
+    var pluginSlowMillis = 100
     var logLevel: Logger.Level = .info
     var accessLogPath: String?
     var user: String?

@@ -52,6 +52,8 @@ final class Worker: @unchecked Sendable {
     /// The plugin routes: an immutable snapshot, replaced whole by `install` on reload.
     private(set) var routes: RouteTable
     let plugins: PluginHost
+    /// Times every call into plugin code (`--plugin-slow-ms`).
+    let callbackWatch: CallbackWatch
     /// Open connections of the whole server, against `--max-connections`.
     private let budget: SharedLimit
     /// Programs running in the whole server, against `--cgi-max` (nil without CGI).
@@ -78,6 +80,7 @@ final class Worker: @unchecked Sendable {
         self.index = index
         self.routes = plugins.table
         self.plugins = plugins
+        callbackWatch = CallbackWatch(worker: index, slowMillis: config.pluginSlowMillis, logger: logger)
         self.budget = budget
         self.config = config
         self.root = root

@@ -40,6 +40,11 @@
  *     handle on a loop thread returns AWS_E_GONE.
  *   - The host never calls into a plugin from inside a host function: e.g. `send_part` never
  *     calls `on_proceed` before it returns. Callbacks happen only after the current one returned.
+ *   - A callback that blocks anyway stalls every connection of its loop. The host times every
+ *     call into plugin code on a loop (callbacks, part releases, posted functions, function
+ *     endpoints): one longer than the server's --plugin-slow-ms (default 100 ms) is logged with
+ *     the plugin, the route and the time, and counted; one still running after a second is
+ *     reported while it runs.
  *
  * UNLOADING AND THREADS THAT OUTLIVE THEIR VERSION
  *   A plugin stops and joins every thread it started by the time `shutdown` returns. If one
