@@ -96,7 +96,7 @@ final class Exchange {
         self.connection = connection
         isAttached = true
         generation &+= 1
-        decoder.reset(for: self)
+        decoder.reset(for: self, metadataLimit: worker.config.maxHeaderBytes)
         phase = .ready
         responseReady = false
         willClose = false
@@ -281,6 +281,8 @@ final class Exchange {
                 if phase == .drainingBody { phase = .ready }
                 if phase == .readingBody { startResponding() }
             case .failed(let error):
+                // Chunk extensions and trailers past their limit: too large, like a long body.
+                if headComplete && error == HPE_HEADER_OVERFLOW { refusal = .contentTooLarge }
                 decodingFailed(error)
                 used = bytes.count
             }

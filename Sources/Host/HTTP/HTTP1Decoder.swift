@@ -8,6 +8,11 @@ import CHTTPParser
 ///
 /// The parser struct lives at a stable heap address owned by the decoder; `parser.data` carries
 /// the exchange unretained (the exchange owns the decoder, so it outlives every callback).
+///
+/// Framing is strict where http-parser is lenient (StrictFraming.swift): each head's bytes are
+/// checked by a `HeadScanner` before the parser sees them, and a chunked body is decoded by a
+/// `ChunkedDecoder` instead of the parser, which takes the next request's head again once the
+/// body has ended.
 struct HTTP1Decoder: ~Copyable {
     enum Event {
         /// Every byte was consumed and the parser wants more.
@@ -33,23 +38,49 @@ struct HTTP1Decoder: ~Copyable {
         var body = UnsafeRawBufferPointer(start: nil, count: 0)
     }
 
+    /// Who reads the next bytes.
+    private enum Mode {
+        /// A head: the scanner, then the parser.
+        case head
+        /// The head was scanned: the parser (the head's end, a Content-Length body).
+        case parser
+        /// A chunked body: the chunked decoder.
+        case chunked
+    }
+    private struct Framing {
+        var mode = Mode.head
+        var scanner = HeadScanner()
+        var chunked = ChunkedDecoder()
+        /// The parser was left at a chunked body's start: it is set up afresh before the next head
+        /// (not at once, so `isChunked` and the others still describe the request until then).
+        var parserStale = false
+    }
+    private let framing: UnsafeMutablePointer<Framing>
+
     init() {
         parser = .allocate(capacity: 1)
         http_parser_init(parser, HTTP_REQUEST)
         pending = .allocate(capacity: 1)
         pending.initialize(to: Pending())
+        framing = .allocate(capacity: 1)
+        framing.initialize(to: Framing())
     }
 
     deinit {
         parser.deallocate()
         pending.deallocate()
+        framing.deinitialize(count: 1)
+        framing.deallocate()
     }
 
-    /// Ready for a new connection's first request, reporting to `exchange`.
-    func reset(for exchange: Exchange) {
+    /// Ready for a new connection's first request, reporting to `exchange`; chunk extensions
+    /// and trailers of one body together may take up to `metadataLimit` bytes.
+    func reset(for exchange: Exchange, metadataLimit: Int) {
         http_parser_init(parser, HTTP_REQUEST)
         parser.pointee.data = Unmanaged.passUnretained(exchange).toOpaque()
         pending.pointee = Pending()
+        framing.pointee = Framing()
+        framing.pointee.chunked.metadataLimit = metadataLimit
     }
 
     var shouldKeepAlive: Bool { http_should_keep_alive(parser) != 0 }
@@ -67,6 +98,24 @@ struct HTTP1Decoder: ~Copyable {
 
     /// Feeds bytes until the next event.
     func decode(_ bytes: UnsafeRawBufferPointer) -> Event {
+        switch framing.pointee.mode {
+        case .chunked:
+            return decodeChunked(bytes)
+        case .head:
+            if framing.pointee.parserStale {
+                let data = parser.pointee.data
+                http_parser_init(parser, HTTP_REQUEST)
+                parser.pointee.data = data
+                framing.pointee.parserStale = false
+            }
+            switch framing.pointee.scanner.scan(bytes) {
+            case .incomplete: break
+            case .endOfHead: framing.pointee.mode = .parser
+            case .invalid(let error): return .failed(error)
+            }
+        case .parser:
+            break
+        }
         let consumed = withUnsafePointer(to: HTTP1Decoder.settings) { settings in
             http_parser_execute(parser, settings, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
         }
@@ -76,13 +125,47 @@ struct HTTP1Decoder: ~Copyable {
             let event = pending.pointee
             pending.pointee.kind = .none
             switch event.kind {
-            case .head: return .headComplete(consumed: consumed)
+            case .head:
+                // A chunked body is ours to decode (CONNECT has none: its bytes are another
+                // protocol's, and the connection closes after the answer).
+                if isChunked && method != HTTP_CONNECT {
+                    framing.pointee.mode = .chunked
+                    framing.pointee.chunked.start()
+                }
+                return .headComplete(consumed: consumed)
             case .body: return .body(event.body, consumed: consumed)
-            case .end, .none: return .messageComplete(consumed: consumed)
+            case .end, .none:
+                nextHead()
+                return .messageComplete(consumed: consumed)
             }
         }
         if errno != HPE_OK { return .failed(errno) }
         return .needMore
+    }
+
+    private func decodeChunked(_ bytes: UnsafeRawBufferPointer) -> Event {
+        switch framing.pointee.chunked.decode(bytes) {
+        case .needMore:
+            return .needMore
+        case .data(let start, let count, let consumed):
+            return .body(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + count)]), consumed: consumed)
+        case .end(let consumed):
+            nextHead()
+            framing.pointee.parserStale = true
+            return .messageComplete(consumed: consumed)
+        case .failed(.metadataTooLarge):
+            return .failed(HPE_HEADER_OVERFLOW)
+        case .failed(.sizeOverflow):
+            return .failed(HPE_INVALID_CONTENT_LENGTH)
+        case .failed(.malformed):
+            return .failed(HPE_INVALID_CHUNK_SIZE)
+        }
+    }
+
+    /// The message ended: the next bytes are a head.
+    private func nextHead() {
+        framing.pointee.mode = .head
+        framing.pointee.scanner.reset()
     }
 
     private static func exchange(_ p: UnsafeMutablePointer<http_parser>?) -> Exchange {

@@ -10,9 +10,14 @@ extension Exchange {
             respondWithError(.versionNotSupported, close: true)
             return
         }
-        if request.hasMalformedName || !transferEncodingIsValid {
-            worker.logger.info("malformed header field or Transfer-Encoding", metadata: ["peer": "\(connection.peerDescription)"])
+        if request.hasMalformedName {
+            worker.logger.info("malformed header field", metadata: ["peer": "\(connection.peerDescription)"])
             respondWithError(.badRequest, close: true)
+            return
+        }
+        if let refusal = transferEncodingRefusal {
+            worker.logger.info("Transfer-Encoding refused", metadata: ["peer": "\(connection.peerDescription)", "status": "\(refusal.rawValue)"])
+            respondWithError(refusal, close: true)
             return
         }
         if request.hostCount > 1 || (config.strictHost && request.versionMinor >= 1 && request.hostCount == 0) {
@@ -59,21 +64,24 @@ extension Exchange {
         }
     }
 
-    /// RFC 9112 §6.1: in a request, chunked must be the final transfer coding and appear once;
-    /// anything else cannot be framed and is refused (a classic request-smuggling vector).
-    private var transferEncodingIsValid: Bool {
-        guard request.has(.transferEncoding) else { return true }
-        var codings: [ArraySlice<UInt8>] = []
-        for h in request.headers where request.equalsIgnoringCase(h.name, Array("transfer-encoding".utf8)) {
-            for part in request.storage[h.value].split(separator: 44) {
-                let t = request.trimmed(part.startIndex..<part.endIndex)
-                if !t.isEmpty { codings.append(request.storage[t]) }
-            }
+    /// Transfer-Encoding (TransferCodingList): nil when absent or exactly chunked; 400 when the
+    /// body cannot be framed (chunked not last or repeated, a malformed list, an HTTP/1.0
+    /// request: RFC 9112 §6.1 says its framing is faulty), 501 for codings aws does not decode
+    /// before chunked. Either way the connection closes: the body is not read.
+    private var transferEncodingRefusal: HTTPStatus? {
+        guard request.has(.transferEncoding) else { return nil }
+        if request.versionMinor == 0 { return .badRequest }
+        var codings = TransferCodingList()
+        let name = KnownHeader.transferEncoding.lowercasedName
+        for h in request.headers where request.equalsIgnoringCase(h.name, name) {
+            codings.add(request.storage[h.value])
         }
-        let chunked = Array("chunked".utf8)
-        func isChunked(_ c: ArraySlice<UInt8>) -> Bool { c.count == 7 && zip(c, chunked).allSatisfy { ASCII.lower($0) == $1 } }
-        guard let last = codings.last, isChunked(last) else { return false }
-        return codings.filter(isChunked).count == 1 && decoder.isChunked
+        switch codings.verdict {
+        // The parser must agree that the body is chunked (it reads the same fields).
+        case .chunked: return decoder.isChunked ? nil : .badRequest
+        case .notImplemented: return decoder.isChunked ? .notImplemented : .badRequest
+        case .invalid: return .badRequest
+        }
     }
 
     /// `--redirect-https`: 308 (method and body kept, RFC 9110 §15.4.9) to the same target on
