@@ -414,6 +414,17 @@ final class Exchange {
                 endCGIRequest(abandon: true)
                 respondWithError(refusal ?? .badRequest, close: true)
                 startResponding()
+            } else if plugin.route != nil && !plugin.response.headRendered {
+                // Likewise when the plugin's head has not gone out: the plugin is told the request
+                // is over (on_abort, then on_end, if on_request ran) and the body's fault answers.
+                endPluginRequest(aborted: true)
+                respondWithError(refusal ?? .badRequest, close: true)
+                startResponding()
+            } else if plugin.route != nil && !plugin.response.finishCalled {
+                // The plugin's head is out and it has not finished: it may be waiting for the rest
+                // of the body, which will never come, so its response cannot end. The close tells
+                // it (on_abort, on_end).
+                connection.close()
             } else if responseReady && phase != .responding && phase != .handler {
                 // Nothing sent yet: the body's fault replaces the prepared answer.
                 respondWithError(refusal ?? .badRequest, close: true)

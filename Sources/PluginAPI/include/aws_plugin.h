@@ -234,7 +234,9 @@ typedef struct aws_handler {
      * A plugin that streams produces its next part here (pull model: one part outstanding). */
     void (*on_proceed)(aws_request req, void *user);
 
-    /* The client went away (or a timeout ended the request) before `finish`. The handle is
+    /* The client went away (or a timeout ended the request, or its body turned out malformed
+     * or over the limit: the host then answers 400/413 itself if the head has not gone out, else
+     * closes the connection) before the response was complete. The handle is
      * already invalid; free per-request state here or in on_end. A client that closes its
      * sending side once the request is complete counts as gone (as nginx treats clients of
      * proxied requests), so an idle stream learns at once that nobody is listening. */
