@@ -47,6 +47,19 @@ private func scanHead(_ text: String, piece: Int = Int.max) -> HeadScanner.Verdi
         }
     }
 
+    @Test func findsEveryCROrLFInLongLines() {
+        // Lines long enough for the eight-bytes-at-a-time path, the byte in question at every
+        // offset, with obs-text (bytes >= 0x80) around it.
+        for k in 0..<40 {
+            let pad = String(repeating: "a\u{e9}", count: k / 2) + (k % 2 == 1 ? "b" : "")
+            let value = "GET / HTTP/1.1\r\nX-Long: \(pad)"
+            #expect(scanHead(value + "\rX: y\r\n\r\n") == .invalid(HPE_LF_EXPECTED), "bare CR after \(k)")
+            #expect(scanHead(value + "\r\n folded\r\n\r\n") == .invalid(HPE_INVALID_HEADER_TOKEN), "fold after \(k)")
+            #expect(scanHead(value + "\nY: \(pad)\r\n\r\n") == .endOfHead, "bare LF after \(k)")
+            #expect(scanHead(value + "\r\n\r\n") == .endOfHead, "CRLF after \(k)")
+        }
+    }
+
     @Test func stopsAtTheEmptyLine() {
         // The body that follows is not looked at: here it holds a bare CR and a fold.
         #expect(scanHead("POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n\r x\n") == .endOfHead)
