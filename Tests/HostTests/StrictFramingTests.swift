@@ -1,4 +1,5 @@
 import CHTTPParser
+import Glibc
 @testable import Host
 import Testing
 
@@ -57,6 +58,22 @@ private func scanHead(_ text: String, piece: Int = Int.max) -> HeadScanner.Verdi
             #expect(scanHead(value + "\r\n folded\r\n\r\n") == .invalid(HPE_INVALID_HEADER_TOKEN), "fold after \(k)")
             #expect(scanHead(value + "\nY: \(pad)\r\n\r\n") == .endOfHead, "bare LF after \(k)")
             #expect(scanHead(value + "\r\n\r\n") == .endOfHead, "CRLF after \(k)")
+        }
+    }
+
+    @Test func neverReadsPastTheBuffer() throws {
+        // Each head ends where an unreadable page begins: a read past its last byte faults.
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let mem = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        defer { munmap(mem, 2 * page) }
+        #expect(mprotect(mem + page, page, PROT_NONE) == 0)
+        for text in ["GET /partial", "GET / HTTP/1.1\r\nHost: partial", "GET / HTTP/1.1\r\nX: a value past eight bytes",
+                     "GET / HTTP/1.1\r\nX: y\r", "GET / HTTP/1.1\r\nX: y\r\n"] {
+            let bytes = Array(text.utf8)
+            let start = mem + page - bytes.count
+            bytes.withUnsafeBytes { start.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            var scanner = HeadScanner()
+            #expect(scanner.scan(UnsafeRawBufferPointer(start: start, count: bytes.count)) == .incomplete, "\(text)")
         }
     }
 
@@ -171,6 +188,29 @@ private func decodeChunked(_ text: String, piece: Int = Int.max, limit: Int = 32
     func refusesMalformedFraming(_ input: String) {
         for piece in [1, 3, Int.max] {
             #expect(decodeChunked(input, piece: piece).failure == .malformed, "piece \(piece)")
+        }
+    }
+
+    @Test func neverReadsPastTheBuffer() throws {
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let mem = try #require(mmap(nil, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0))
+        defer { munmap(mem, 2 * page) }
+        #expect(mprotect(mem + page, page, PROT_NONE) == 0)
+        for text in ["5", "5;ext=\"quo", "5\r\nhel", "5\r\nhello\r", "0\r\nTrailer: val", "0\r\n\r"] {
+            let bytes = Array(text.utf8)
+            let start = mem + page - bytes.count
+            bytes.withUnsafeBytes { start.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+            var decoder = ChunkedDecoder()
+            decoder.start(atHeadLF: false)
+            var offset = 0
+            while offset < bytes.count {
+                let outcome = decoder.decode(UnsafeRawBufferPointer(start: start + offset, count: bytes.count - offset))
+                guard case .data(_, _, let consumed) = outcome else {
+                    #expect(outcome == .needMore, "\(text)")
+                    break
+                }
+                offset += consumed
+            }
         }
     }
 

@@ -52,7 +52,7 @@ struct HeadScanner {
         var s = state
         var i = 0
         let n = bytes.count
-        while i < n {
+        scanning: while i < n {
             switch s {
             case .field:
                 // The common case, in a tight loop: any byte but CR and LF (the parser judges them),
@@ -64,14 +64,14 @@ struct HeadScanner {
                     i += 8
                 }
                 while i < n && base[i] > 13 { i += 1 }
-                guard i < n else { break }
+                guard i < n else { break scanning }
                 let b = base[i]
                 i += 1
                 if b == 13 { s = .lineCR } else if b == 10 { s = .lineStart }
                 continue
             case .requestLine:
                 while i < n && base[i] >= 32 && base[i] != 127 { i += 1 }
-                guard i < n else { break }
+                guard i < n else { break scanning }
                 let b = base[i]
                 i += 1
                 if b == 13 { s = .lineCR } else if b == 10 { s = .lineStart } else { return fail(HPE_INVALID_URL) }
