@@ -7,7 +7,7 @@ ROOT         ?= www
 APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test bench bench-tls bench-cgi clean
+.PHONY: all build deps plugins run unit test test-faults bench bench-tls bench-cgi clean
 
 all: build
 
@@ -56,6 +56,17 @@ test: unit build plugins
 	if [ $$rc = 0 ]; then echo "=== make test: both passes succeeded ==="; \
 	else echo "=== make test: FAILED (see the pass above that failed) ==="; fi; \
 	exit $$rc
+
+# Fault injection at length: Tests/test_faults.py (which `make test` runs with one seed) for each
+# of FAULT_SEEDS, with default workers and with one, adding a harsher mode (FAULT_HARSH).
+FAULT_SEEDS ?= 1 2 3
+FAULT_HARSH ?= FAULT_READ_MAX=1 FAULT_WRITE_MAX=1 FAULT_EAGAIN=500 FAULT_EINTR=200 FAULT_EAGAIN_FIRST=1 FAULT_AIO_EAGAIN=500 FAULT_PIPES=1
+test-faults: build plugins
+	@for s in $(FAULT_SEEDS); do for w in "" "--workers 1"; do \
+	  echo "=== make test-faults: seed $$s, AWS_TEST_ARGS=\"$$w\" ==="; \
+	  AWS_FAULT_SEED=$$s AWS_FAULT_MODE="$(FAULT_HARSH)" AWS_TEST_ARGS="$$w" AWS_BIN=$(abspath $(BIN)) \
+	    $(PYTHON) -m pytest -q Tests/test_faults.py $(PYTEST_ARGS) || exit 1; \
+	done; done
 
 bench: plugins
 	bash bench/run.sh
