@@ -496,41 +496,16 @@ def check_continue(got: bytes, want: bytes, faults: Faults, what: str) -> None:
     same_bytes(got, want, what, faults)
 
 
-# Defect (issue 10, item 2): PluginExchange.sendContinueIfExpected (plugin and CGI routes) sends the interim line with
-# one `try?` send and drops whatever the socket did not take, so a short send leaves part of
-# "HTTP/1.1 100 Continue\r\n\r\n" in front of the final response.
-CONTINUE_SHORT_SEND = pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 2: a short send of the interim `100 Continue` line is not completed: with "
-           "send limited to 1-4 bytes the client gets e.g. `HHTTP/1.1 200 OK...` (the first 1-4 bytes of the "
-           "interim line, then the final response)")
-
-# Defect (found here; the same `try?` over TLS): when SSL_write of the interim line meets a full
-# socket (EAGAIN or EINTR) OpenSSL keeps the encrypted record and returns WANT_WRITE; the server
-# drops the call, and the next SSL_write (the response head; SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER)
-# first flushes that pending record and reports its 25 bytes as 25 bytes of the head, which the
-# server then skips.
-CONTINUE_TLS_RETRY = pytest.mark.xfail(
-    strict=True,
-    reason="over TLS, an interim `100 Continue` whose SSL_write gets WANT_WRITE (EAGAIN/EINTR) is "
-           "dropped by `try?` but still sent by OpenSSL with the next write, which counts it as the "
-           "first 25 bytes of the response head: the client gets `HTTP/1.1 100 Continue\\r\\n\\r\\n` "
-           "then the head from its 26th byte (`n, 29 Nov 2026 ... GMT\\r\\nServer: ...`)")
+# Issue 10, item 2 (regression): the interim `100 Continue` line is queued like any output, so a
+# short send (tiny writes) or a full socket (EAGAIN; over TLS an SSL_write that returns
+# WANT_WRITE keeps its record for the retry) never cuts it or eats into the final head. These
+# tests failed with `HHTTP/1.1 200 OK...` and, over TLS, with the head missing its first 25 bytes
+# while the line was sent with one `try?` send.
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest.mark.parametrize("path", ["/echo", "/cgi/echo.sh"], ids=["plugin", "cgi"])
-def test_expect_100_continue(mode, clean, pki, tls, path, request):
-    name = mode.faults.name
-    if name not in ("tiny-reads", "tiny-writes", "eagain-eintr") or (name == "eagain-eintr" and tls):
-        # Whether the interim line's one write meets a fault depends on the dice and on how
-        # many calls the connection had before (timing): not repeatable here. The single-fault
-        # modes decide it every time; test_expect_100_continue_over_tls_with_eagain below
-        # covers the TLS case with EAGAIN.
-        mode.exercised = False
-        pytest.skip("outcome not repeatable in this mode; see the other cases")
-    if name == "tiny-writes" and not tls:
-        request.applymarker(CONTINUE_SHORT_SEND)
+def test_expect_100_continue(mode, clean, pki, tls, path):
     body = awstest.content("faults/continue", 3000)
     ca = pki.root if tls else None
     want = expect_continue(clean.tls_port if tls else clean.port, body, ca, path=path)
@@ -564,7 +539,6 @@ def on_demand(pki, site):
     awstest.stop_all_or_fail(started)
 
 
-@CONTINUE_TLS_RETRY
 def test_expect_100_continue_over_tls_with_eagain(on_demand, clean, pki):
     """Expect: 100-continue over TLS with 70% of the socket calls failing with EAGAIN: in 20
     tries the interim line's write meets EAGAIN all but certainly (1 - 0.3^20), and every answer
