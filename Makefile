@@ -57,6 +57,25 @@ test: unit build plugins
 	else echo "=== make test: FAILED (see the pass above that failed) ==="; fi; \
 	exit $$rc
 
+# Sanitizers: the end-to-end suite against a release binary built with AddressSanitizer (memory
+# errors abort the server, leaks are reported at exit: either fails the test that stops it) or
+# ThreadSanitizer (a data race makes the server exit 66 at the end, which fails its test). Tests
+# that measure memory or count system calls mean nothing under a sanitizer and are left out.
+# ThreadSanitizer runs the tests where threads meet: workers, plugin threads and reloads, the
+# control thread's watch, TLS and CGI.
+SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memory_flat and not flat_memory
+TSAN_TESTS := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
+              Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py
+test-asan: deps plugins
+	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 AWS_BIN=$(abspath .build/asan/release/aws) \
+	  $(PYTHON) -m pytest -q Tests -k "$(SANITIZER_UNFIT)" $(PYTEST_ARGS)
+
+test-tsan: deps plugins
+	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=thread --build-path .build/tsan
+	TSAN_OPTIONS=halt_on_error=0:exitcode=66 AWS_BIN=$(abspath .build/tsan/release/aws) \
+	  $(PYTHON) -m pytest -q $(TSAN_TESTS) -k "$(SANITIZER_UNFIT)" $(PYTEST_ARGS)
+
 # Fault injection at length: Tests/test_faults.py (which `make test` runs with one seed) for each
 # of FAULT_SEEDS, with default workers and with one, adding a harsher mode (FAULT_HARSH).
 FAULT_SEEDS ?= 1 2 3
