@@ -68,12 +68,13 @@ TSAN_TESTS := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plug
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
-	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 AWS_BIN=$(abspath .build/asan/release/aws) \
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(abspath Tests/sanitizers/lsan.supp) \
+	  SWIFT_BACKTRACE=enable=no AWS_BIN=$(abspath .build/asan/release/aws) \
 	  $(PYTHON) -m pytest -q Tests -k "$(SANITIZER_UNFIT)" $(PYTEST_ARGS)
 
 test-tsan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=thread --build-path .build/tsan
-	TSAN_OPTIONS=halt_on_error=0:exitcode=66 AWS_BIN=$(abspath .build/tsan/release/aws) \
+	TSAN_OPTIONS=halt_on_error=0:exitcode=66 SWIFT_BACKTRACE=enable=no AWS_BIN=$(abspath .build/tsan/release/aws) \
 	  $(PYTHON) -m pytest -q $(TSAN_TESTS) -k "$(SANITIZER_UNFIT)" $(PYTEST_ARGS)
 
 # Fault injection at length: Tests/test_faults.py (which `make test` runs with one seed) for each
