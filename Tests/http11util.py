@@ -15,6 +15,8 @@ import socket
 import tempfile
 import time
 
+import pytest
+
 import awstest
 from awstest import KIB, MIB, IncompleteResponse, parse_response
 
@@ -229,3 +231,26 @@ def refused_or_closed(port: int, timeout: float = 2.0) -> tuple[bool, str]:
 __all__ = ["KIB", "MIB", "Root", "running_server", "Conn", "get_req", "assert_closed",
            "header_names", "count_header", "connection_tokens", "refused_or_closed", "data",
            "CANONICAL"]
+
+
+# --------------------------------------------------------------------------------------
+# Module fixtures shared by the test_http11_* files: a root of FILES and a server on it
+# --------------------------------------------------------------------------------------
+
+def root_fixture(files: dict):
+    """A module-scoped `root` fixture: a Root of `files`, removed at the end of the module."""
+    @pytest.fixture(scope="module")
+    def root():
+        r = Root(files)
+        yield r
+        r.cleanup()
+    return root
+
+
+def server_fixture(name: str):
+    """A module-scoped `srv` fixture: the server on the module's `root`, stopped at the end."""
+    @pytest.fixture(scope="module")
+    def srv(root):
+        with running_server(root.root, name=name) as s:
+            yield s
+    return srv

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 import pytest
@@ -404,3 +405,32 @@ def report(body: bytes) -> dict:
         except ValueError:
             out[k] = v
     return out
+
+
+class VersionLoad:
+    """Base of the reload load generators (test_plugins_reload.Load, test_workers.SpreadLoad):
+    client threads that count answers per plugin version; started on entering, stopped and
+    joined on leaving. A subclass fills `threads` in its __init__ after calling this one."""
+
+    def __init__(self, port):
+        self.port = port
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.counts = {b"version 1\n": 0, b"version 2\n": 0}
+        self.failures = []
+        self.regressions = []   # a connection that saw version 2 and then version 1 again
+        self.threads = []
+
+    def __enter__(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        for t in self.threads:
+            t.join(10)
+
+    def total(self):
+        with self.lock:
+            return sum(self.counts.values())

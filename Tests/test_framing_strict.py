@@ -22,7 +22,8 @@ import pytest
 
 import awstest
 import pluginutil as pu
-from http11util import Conn, Root, connection_tokens, get_req, running_server
+from http11util import (Conn, connection_tokens, get_req, root_fixture, running_server,
+                        server_fixture)
 
 FILES = {"/static/x": b"x marks the spot\n"}
 HEAD_CHUNKED = b"POST /static/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -30,17 +31,10 @@ HEAD_CHUNKED = b"POST /static/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunke
 SMUGGLED = get_req("/static/x")
 
 
-@pytest.fixture(scope="module")
-def root():
-    r = Root(FILES)
-    yield r
-    r.cleanup()
+root = root_fixture(FILES)
 
 
-@pytest.fixture(scope="module")
-def srv(root):
-    with running_server(root.root, name="framing") as s:
-        yield s
+srv = server_fixture("framing")
 
 
 @pytest.fixture(scope="module")

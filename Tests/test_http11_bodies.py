@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from http11util import Conn, Root, assert_closed, connection_tokens, data, get_req, running_server
+from http11util import (assert_closed, Conn, connection_tokens, data, get_req, root_fixture,
+                        running_server, server_fixture)
 
 FILES = {
     "/static/x": b"x marks the spot\n",
@@ -19,17 +20,10 @@ FILES = {
 DECOY = b"GET /static/decoy-not-there HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def root():
-    r = Root(FILES)
-    yield r
-    r.cleanup()
+root = root_fixture(FILES)
 
 
-@pytest.fixture(scope="module")
-def srv(root):
-    with running_server(root.root, name="h11-bodies") as s:
-        yield s
+srv = server_fixture("h11-bodies")
 
 
 @pytest.fixture(scope="module")

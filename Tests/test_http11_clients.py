@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from http11util import KIB, MIB, Conn, Root, data, get_req, running_server
+from http11util import KIB, MIB, Conn, data, get_req, root_fixture, server_fixture
 
 FILES = {
     "/static/c.bin": data("clients-static", 300 * KIB + 5),
@@ -24,17 +24,10 @@ def need(tool):
         pytest.skip(f"{tool} is not installed (make test installs curl, wget, apache2-utils)")
 
 
-@pytest.fixture(scope="module")
-def root():
-    r = Root(FILES)
-    yield r
-    r.cleanup()
+root = root_fixture(FILES)
 
 
-@pytest.fixture(scope="module")
-def srv(root):
-    with running_server(root.root, name="h11-clients") as s:
-        yield s
+srv = server_fixture("h11-clients")
 
 
 @pytest.fixture

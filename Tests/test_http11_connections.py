@@ -10,8 +10,8 @@ absolute-form targets, Host handling (`--strict-host`), directory redirects, ind
 import pytest
 
 from awstest import parse_response, raw_request, recv_until_eof
-from http11util import (CANONICAL, MIB, Conn, Root, assert_closed, connection_tokens,
-                        count_header, data, get_req, running_server)
+from http11util import (CANONICAL, MIB, assert_closed, Conn, connection_tokens, count_header, data,
+                        get_req, root_fixture, running_server, server_fixture)
 
 FILES = {
     "/static/small.txt": data("small.txt", 3 * 1024 + 17),
@@ -31,17 +31,10 @@ FILES = {
 }
 
 
-@pytest.fixture(scope="module")
-def root():
-    r = Root(FILES)
-    yield r
-    r.cleanup()
+root = root_fixture(FILES)
 
 
-@pytest.fixture(scope="module")
-def srv(root):
-    with running_server(root.root, name="h11-conn") as s:
-        yield s
+srv = server_fixture("h11-conn")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import email.utils
 
 import pytest
 
-from http11util import KIB, MIB, Conn, Root, data, get_req, running_server
+from http11util import KIB, MIB, Conn, data, get_req, root_fixture, server_fixture
 
 SIZES = {"r300k.bin": 300 * KIB + 7, "r1m.bin": MIB + 300 * KIB + 13}
 FILES = {f"/{kind}/{name}": data(f"{kind}/{name}", size)
@@ -17,17 +17,10 @@ PATHS = list(FILES)
 EMPTY = {"/static/empty.bin": b"", "/dynamic/empty.bin": b""}
 
 
-@pytest.fixture(scope="module")
-def root():
-    r = Root({**FILES, **EMPTY})
-    yield r
-    r.cleanup()
+root = root_fixture({**FILES, **EMPTY})
 
 
-@pytest.fixture(scope="module")
-def srv(root):
-    with running_server(root.root, name="h11-ranges") as s:
-        yield s
+srv = server_fixture("h11-ranges")
 
 
 class SharedConn:

@@ -44,33 +44,14 @@ def _reload(srv, until_version=None, timeout=5.0):
     return mark
 
 
-class Load:
+class Load(pu.VersionLoad):
     """Threads sending GET /versioned back to back: keep-alive connections and one thread
     with a new connection per request. Counts answers per version and every failure."""
 
     def __init__(self, port, keepalive_threads=3, fresh_threads=1):
-        self.port = port
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.counts = {b"version 1\n": 0, b"version 2\n": 0}
-        self.failures = []
-        self.regressions = []   # a connection that saw version 2 and then version 1 again
+        super().__init__(port)
         self.threads = [threading.Thread(target=self._run, args=(True,), daemon=True) for _ in range(keepalive_threads)]
         self.threads += [threading.Thread(target=self._run, args=(False,), daemon=True) for _ in range(fresh_threads)]
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-
-    def total(self):
-        with self.lock:
-            return sum(self.counts.values())
 
     def _note(self, body):
         with self.lock:

@@ -242,7 +242,7 @@ def _v(n):
     return pu.test_plugin("versioned", VERSION=f'"{n}"')
 
 
-class SpreadLoad:
+class SpreadLoad(pu.VersionLoad):
     """GET /versioned back to back on many keep-alive connections (several per thread, used in
     turn), plus threads opening a new connection per request. With 48 connections over 4
     SO_REUSEPORT listeners every worker has some (all on one worker: 4 * (3/4)^48 ~ 4e-6).
@@ -250,31 +250,12 @@ class SpreadLoad:
     after version 2 on the same connection."""
 
     def __init__(self, port, threads=12, conns_per_thread=4, fresh_threads=2):
-        self.port = port
-        self.stop = threading.Event()
-        self.lock = threading.Lock()
-        self.counts = {b"version 1\n": 0, b"version 2\n": 0}
-        self.failures = []
-        self.regressions = []
+        super().__init__(port)
         self.n_conns = threads * conns_per_thread
         self.seen2 = [False] * self.n_conns
         self.threads = [threading.Thread(target=self._keepalive, args=(range(i * conns_per_thread, (i + 1) * conns_per_thread),),
                                          daemon=True) for i in range(threads)]
         self.threads += [threading.Thread(target=self._fresh, daemon=True) for _ in range(fresh_threads)]
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(10)
-
-    def total(self):
-        with self.lock:
-            return sum(self.counts.values())
 
     def all_seen2(self):
         return all(self.seen2)
