@@ -303,31 +303,12 @@ record() { # record SERVER KEY VALUE UNITS OWN-TICKS TOTAL-TICKS — UNITS: requ
 
 write_wrk_lua
 
+sample_before() { S0=$(server_ticks "$1"); }
+sample_after()  { S1=$(server_ticks "$1"); }
+
 run_wrk() {   # run_wrk SERVER KEY URL — keep-alive req/s
-  local name=$1 key=$2 url=$3 out line errs v units c0 c1
-  local threads=$(( WRK_THREADS < CONNECTIONS ? WRK_THREADS : CONNECTIONS ))
-  local -a args=(-t"$threads" -c"$CONNECTIONS" --timeout 10s -s "$T/summary.lua")
-  if (( WARMUP_SECONDS > 0 )); then
-    timeout --foreground $(( WARMUP_SECONDS + 30 )) \
-      "${CLI_PIN[@]}" wrk "${args[@]}" -d"${WARMUP_SECONDS}s" "$url" >/dev/null 2>&1 || true
-  fi
-  c0=$(server_ticks "$name")
-  out=$(timeout --foreground $(( SECONDS_PER_RUN + 30 )) \
-    "${CLI_PIN[@]}" wrk "${args[@]}" -d"${SECONDS_PER_RUN}s" "$url" 2>&1) || true
-  c1=$(server_ticks "$name")
-  printf '%s\n' "--- $name $key round $ROUND: ${CLI_PIN[*]:+${CLI_PIN[*]} }wrk ${args[*]} -d${SECONDS_PER_RUN}s $url" "$out" >>"$T/raw.log"
-  line=$(grep '^BENCH ' <<<"$out" || true)
-  if [[ -z $line ]]; then
-    note "$name" "$key" "wrk failed: $(tail -n 2 <<<"$out" | paste -sd' ' -)"
-    v="-"; units="-"
-  else
-    errs=$(wrk_errors "$line")
-    read -r v units < <(awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        t = v["duration_us"] / 1e6; if (t <= 0) { print "- -"; exit }
-        printf "%d %d\n", v["requests"] / t + 0.5, v["requests"] }' <<<"$line")
-    if [[ -n $errs ]]; then note "$name" "$key" "$errs"; v+="!"; fi
-  fi
-  record "$name" "$key" "$v" "$units" $(( ${c1% *} - ${c0% *} )) $(( ${c1#* } - ${c0#* } ))
+  wrk_measure "$@"
+  record "$1" "$2" "$WRK_VALUE" "$WRK_REQUESTS" $(( ${S1% *} - ${S0% *} )) $(( ${S1#* } - ${S0#* } ))
 }
 
 run_curl() {  # run_curl SERVER KEY URL — median of CURL_RUNS 100 MiB downloads, MiB/s

@@ -302,6 +302,36 @@ done = function(summary, latency, requests)
 end
 EOF2
 }
+# wrk_measure SERVER KEY URL — one keep-alive wrk run (after a warm-up) with write_wrk_lua's
+# summary: sets WRK_VALUE (req/s; "-" when wrk failed; "!" appended when it saw errors, which go
+# to `note`) and WRK_REQUESTS. The calling script defines sample_before/sample_after SERVER,
+# run just around the measured run (server CPU ticks, wall time: whatever it reports).
+wrk_measure() {
+  local name=$1 key=$2 url=$3 out line errs
+  local threads=$(( WRK_THREADS < CONNECTIONS ? WRK_THREADS : CONNECTIONS ))
+  local -a args=(-t"$threads" -c"$CONNECTIONS" --timeout 10s -s "$T/summary.lua")
+  if (( WARMUP_SECONDS > 0 )); then
+    timeout --foreground $(( WARMUP_SECONDS + 30 )) \
+      "${CLI_PIN[@]}" wrk "${args[@]}" -d"${WARMUP_SECONDS}s" "$url" >/dev/null 2>&1 || true
+  fi
+  sample_before "$name"
+  out=$(timeout --foreground $(( SECONDS_PER_RUN + 30 )) \
+    "${CLI_PIN[@]}" wrk "${args[@]}" -d"${SECONDS_PER_RUN}s" "$url" 2>&1) || true
+  sample_after "$name"
+  printf '%s\n' "--- $name $key round $ROUND: ${CLI_PIN[*]:+${CLI_PIN[*]} }wrk ${args[*]} -d${SECONDS_PER_RUN}s $url" "$out" >>"$T/raw.log"
+  line=$(grep '^BENCH ' <<<"$out" || true)
+  if [[ -z $line ]]; then
+    note "$name" "$key" "wrk failed: $(tail -n 2 <<<"$out" | paste -sd' ' -)"
+    WRK_VALUE="-"; WRK_REQUESTS="-"
+    return
+  fi
+  errs=$(wrk_errors "$line")
+  read -r WRK_VALUE WRK_REQUESTS < <(awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+      t = v["duration_us"] / 1e6; if (t <= 0) { print "- -"; exit }
+      printf "%d %d\n", v["requests"] / t + 0.5, v["requests"] }' <<<"$line")
+  if [[ -n $errs ]]; then note "$name" "$key" "$errs"; WRK_VALUE+="!"; fi
+}
+
 wrk_errors() {   # wrk_errors "BENCH ..." — the errors of summary.lua's line in words, or nothing
   # "non-2xx" counts responses with status >= 400 (wrk's summary.errors.status).
   awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }

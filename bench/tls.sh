@@ -453,29 +453,12 @@ record() { # record SERVER KEY VALUE UNITS TICKS WALL_NS — UNITS: requests, co
 
 write_wrk_lua
 
+sample_before() { S0=$(server_ticks "$1"); W0=$(now_ns); }
+sample_after()  { W1=$(now_ns); S1=$(server_ticks "$1"); }
+
 run_wrk() {   # run_wrk SERVER KEY URL — keep-alive req/s over TLS
-  local name=$1 key=$2 url=$3 out line errs v units t0 t1 c0 c1
-  local threads=$(( WRK_THREADS < CONNECTIONS ? WRK_THREADS : CONNECTIONS ))
-  local -a args=(-t"$threads" -c"$CONNECTIONS" --timeout 10s -s "$T/summary.lua")
-  timeout --foreground $(( WARMUP_SECONDS + 30 )) \
-    "${CLI_PIN[@]}" wrk "${args[@]}" -d"${WARMUP_SECONDS}s" "$url" >/dev/null 2>&1 || true
-  c0=$(server_ticks "$name"); t0=$(now_ns)
-  out=$(timeout --foreground $(( SECONDS_PER_RUN + 30 )) \
-    "${CLI_PIN[@]}" wrk "${args[@]}" -d"${SECONDS_PER_RUN}s" "$url" 2>&1) || true
-  t1=$(now_ns); c1=$(server_ticks "$name")
-  printf '%s\n' "--- $name $key round $ROUND: ${CLI_PIN[*]:+${CLI_PIN[*]} }wrk ${args[*]} -d${SECONDS_PER_RUN}s $url" "$out" >>"$T/raw.log"
-  line=$(grep '^BENCH ' <<<"$out" || true)
-  if [[ -z $line ]]; then
-    note "$name" "$key" "wrk failed: $(tail -n 2 <<<"$out" | paste -sd' ' -)"
-    v="-"; units="-"
-  else
-    errs=$(wrk_errors "$line")
-    read -r v units < <(awk '{ for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-        t = v["duration_us"] / 1e6; if (t <= 0) { print "- -"; exit }
-        printf "%d %d\n", v["requests"] / t + 0.5, v["requests"] }' <<<"$line")
-    if [[ -n $errs ]]; then note "$name" "$key" "$errs"; v+="!"; fi
-  fi
-  record "$name" "$key" "$v" "$units" $(( c1 - c0 )) $(( t1 - t0 ))
+  wrk_measure "$@"
+  record "$1" "$2" "$WRK_VALUE" "$WRK_REQUESTS" $(( S1 - S0 )) $(( W1 - W0 ))
 }
 
 run_hs_clients() {   # run_hs_clients SERVER MODE VERSION SECONDS OUTPREFIX — HS_PROCS clients in parallel
