@@ -425,18 +425,7 @@ echo; printf '%s\n' "${legend[@]}"
 if (( ${#NOTES[@]} )); then echo; echo "errors and warnings:"; printf '  %s\n' "${NOTES[@]}"; fi
 echo
 
-mkdir -p "$RESULTS_DIR"
-{
-  echo "# aws CGI benchmark"
-  echo
-  echo "$meta"
-  echo
-  echo "$runs"
-  echo
-  print_markdown_table
-  echo
-  printf '%s\n' "${legend[@]}" | sed 's/^/- /'
+report_sections() {
   if (( ${#NOTES[@]} )); then echo; echo "Errors and warnings:"; echo; printf -- '- %s\n' "${NOTES[@]}"; fi
-} >"$RESULTS_DIR/cgi-latest.md"
-cp "$T/raw.log" "$RESULTS_DIR/cgi-latest-raw.log" 2>/dev/null || true
-log "written $RESULTS_DIR/cgi-latest.md (raw client output: $RESULTS_DIR/cgi-latest-raw.log); the run took $(( SECONDS / 60 ))m$(( SECONDS % 60 ))s"
+}
+write_report cgi-latest.md "aws CGI benchmark" raw.log cgi-latest-raw.log client

@@ -433,3 +433,27 @@ print_markdown_table() {
   echo "|$(for _ in "${header[@]}"; do printf -- '---|'; done)"
   for r in "${rows[@]}"; do echo "| ${r//$'\t'/ | } |"; done
 }
+
+# write_report FILE TITLE RAW_FROM RAW_TO RAW_WHAT [PARAGRAPH...] — the Markdown report in
+# $RESULTS_DIR/FILE: the title, $meta, $runs, the paragraphs, the table with its $legend, then
+# what the script's report_sections prints; the raw client output $T/RAW_FROM is copied to
+# $RESULTS_DIR/RAW_TO.
+write_report() {
+  local file=$1 title=$2 raw_from=$3 raw_to=$4 raw_what=$5 p; shift 5
+  mkdir -p "$RESULTS_DIR"
+  {
+    echo "# $title"
+    echo
+    echo "$meta"
+    echo
+    echo "$runs"
+    echo
+    for p in "$@"; do echo "$p"; echo; done
+    print_markdown_table
+    echo
+    printf '%s\n' "${legend[@]}" | sed 's/^/- /'
+    report_sections
+  } >"$RESULTS_DIR/$file"
+  cp "$T/$raw_from" "$RESULTS_DIR/$raw_to" 2>/dev/null || true
+  log "written $RESULTS_DIR/$file (raw $raw_what output: $RESULTS_DIR/$raw_to); the run took $(( SECONDS / 60 ))m$(( SECONDS % 60 ))s"
+}

@@ -471,19 +471,8 @@ if (( ${#DETAILS[@]} )); then echo; echo "idle memory:"; printf '  %s\n' "${DETA
 if (( ${#NOTES[@]} )); then echo; echo "errors reported (figures marked '!'):"; printf '  %s\n' "${NOTES[@]}"; fi
 echo
 
-mkdir -p "$RESULTS_DIR"
-{
-  echo "# aws benchmark"
-  echo
-  echo "$meta"
-  echo
-  echo "$runs"
-  echo
-  print_markdown_table
-  echo
-  printf '%s\n' "${legend[@]}" | sed 's/^/- /'
+report_sections() {
   if (( ${#DETAILS[@]} )); then echo; echo "Idle memory:"; echo; printf -- '- %s\n' "${DETAILS[@]}"; fi
   if (( ${#NOTES[@]} )); then echo; echo "Errors reported (figures marked '!'):"; echo; printf -- '- %s\n' "${NOTES[@]}"; fi
-} >"$RESULTS_DIR/latest.md"
-cp "$T/wrk.log" "$RESULTS_DIR/latest-wrk.log" 2>/dev/null || true
-log "written $RESULTS_DIR/latest.md (raw wrk output: $RESULTS_DIR/latest-wrk.log); the run took $(( SECONDS / 60 ))m$(( SECONDS % 60 ))s"
+}
+write_report latest.md "aws benchmark" wrk.log latest-wrk.log wrk

@@ -674,23 +674,8 @@ if (( ${#close_notes[@]} )); then echo; echo "close_notify:"; printf '  %s\n' "$
 if (( ${#NOTES[@]} )); then echo; echo "errors and warnings:"; printf '  %s\n' "${NOTES[@]}"; fi
 echo
 
-mkdir -p "$RESULTS_DIR"
-{
-  echo "# aws HTTPS benchmark"
-  echo
-  echo "$meta"
-  echo
-  echo "$runs"
-  echo
-  echo "$certs"
-  echo
-  echo "$ktls"
-  echo
-  print_markdown_table
-  echo
-  printf '%s\n' "${legend[@]}" | sed 's/^/- /'
+report_sections() {
   if (( ${#close_notes[@]} )); then echo; echo "close_notify:"; echo; printf -- '- %s\n' "${close_notes[@]}"; fi
   if (( ${#NOTES[@]} )); then echo; echo "Errors and warnings:"; echo; printf -- '- %s\n' "${NOTES[@]}"; fi
-} >"$RESULTS_DIR/tls-latest.md"
-cp "$T/raw.log" "$RESULTS_DIR/tls-latest-raw.log" 2>/dev/null || true
-log "written $RESULTS_DIR/tls-latest.md (raw client output: $RESULTS_DIR/tls-latest-raw.log); the run took $(( SECONDS / 60 ))m$(( SECONDS % 60 ))s"
+}
+write_report tls-latest.md "aws HTTPS benchmark" raw.log tls-latest-raw.log client "$certs" "$ktls"
