@@ -7,7 +7,7 @@ ROOT         ?= www
 APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test test-faults bench bench-tls bench-cgi clean
+.PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short bench bench-tls bench-cgi clean
 
 all: build
 
@@ -87,6 +87,39 @@ test-faults: build plugins
 	  AWS_FAULT_SEED=$$s AWS_FAULT_MODE="$(FAULT_HARSH)" AWS_TEST_ARGS="$$w" AWS_BIN=$(abspath $(BIN)) \
 	    $(PYTHON) -m pytest -q Tests/test_faults.py $(PYTEST_ARGS) || exit 1; \
 	done; done
+
+# Fuzzing the parsers (Tests/Fuzz): one libFuzzer binary built with AddressSanitizer, one target
+# per parser, chosen by AWS_FUZZ_TARGET. Each run starts from the seed corpus and the inputs of
+# every crash found so far (Tests/Fuzz/regressions, which also replay without libFuzzer), keeps
+# what it learns in .build/fuzz-corpus and writes a crashing input to .build/fuzz-crashes.
+# `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each FUZZ_SHORT_SECONDS.
+FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head
+FUZZ_SECONDS       ?= 300
+FUZZ_SHORT_SECONDS ?= 10
+FUZZ_BIN           := .build/fuzz/release/aws-fuzz
+fuzz-build: deps
+	$(SWIFT) build -c release --product aws-fuzz -Xswiftc -sanitize=fuzzer,address --build-path .build/fuzz
+
+define run-fuzzers
+	@mkdir -p .build/fuzz-crashes; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .build/fuzz-corpus/$$t; \
+	  dirs="Tests/Fuzz/corpus/$$t"; [ -d Tests/Fuzz/regressions/$$t ] && dirs="$$dirs Tests/Fuzz/regressions/$$t"; \
+	  dict=""; [ -f Tests/Fuzz/$$t.dict ] && dict="-dict=Tests/Fuzz/$$t.dict"; \
+	  printf '%-12s ' $$t; \
+	  AWS_FUZZ_TARGET=$$t SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=detect_leaks=0 $(FUZZ_BIN) -max_total_time=$(1) -timeout=10 \
+	    -max_len=4096 -print_final_stats=1 $$dict -artifact_prefix=.build/fuzz-crashes/$$t- \
+	    .build/fuzz-corpus/$$t $$dirs > .build/fuzz-$$t.log 2>&1 \
+	    || { echo "CRASH (see .build/fuzz-$$t.log and .build/fuzz-crashes/)"; tail -30 .build/fuzz-$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|stat::peak_rss_mb" .build/fuzz-$$t.log | tr '\n' ' ' | sed 's/stat:://g'; echo; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call run-fuzzers,$(FUZZ_SECONDS))
+
+fuzz-short: fuzz-build
+	$(call run-fuzzers,$(FUZZ_SHORT_SECONDS))
 
 bench: plugins
 	bash bench/run.sh

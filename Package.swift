@@ -7,6 +7,7 @@ let package = Package(
         .executable(name: "aws", targets: ["Host"]),
         // Example plugin written in Swift; `make plugins` copies it to Plugins/hello.so.
         .library(name: "hello", type: .dynamic, targets: ["HelloPlugin"]),
+        .executable(name: "aws-fuzz", targets: ["aws-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -24,10 +25,17 @@ let package = Package(
         .target(name: "CLinux", path: "Sources/CLinux"),
         // The plugin C ABI: a header plugins compile against; the host includes it too.
         .target(name: "PluginAPI", path: "Sources/PluginAPI"),
+        // The host's parsers of what arrives from outside (request heads and framing, targets,
+        // ranges, validators, CGI header blocks): pure code with no I/O, in a target of its own so
+        // the fuzzers and unit tests link exactly what the server runs.
+        .target(name: "AWSParsing", dependencies: ["CHTTPParser"], path: "Sources/AWSParsing",
+                // Per request and per byte, like the server's own code: the same compile-time-only
+                // exclusivity checking as Host.
+                swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]),
         .executableTarget(
             name: "Host",
             dependencies: [
-                "CAIO", "CHTTPParser", "CFFI", "CLinux", "COpenSSL", "CTLS", "PluginAPI",
+                "AWSParsing", "CAIO", "CHTTPParser", "CFFI", "CLinux", "COpenSSL", "CTLS", "PluginAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -37,7 +45,11 @@ let package = Package(
             swiftSettings: [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .target(name: "HelloPlugin", dependencies: ["PluginAPI"], path: "Plugins/hello"),
+        // Fuzzing the parsers (`make fuzz`, a short run in `make test`): the targets, and a driver
+        // whose `main` replays files when libFuzzer is not linked in.
+        .target(name: "FuzzTargets", dependencies: ["AWSParsing", "CHTTPParser"], path: "Tests/Fuzz/Targets"),
+        .executableTarget(name: "aws-fuzz", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/Driver"),
         // Unit tests of the host's pure functions (`make unit`); Tests/*.py are the end-to-end suite.
-        .testTarget(name: "HostTests", dependencies: ["Host"], path: "Tests/HostTests"),
+        .testTarget(name: "HostTests", dependencies: ["Host", "AWSParsing"], path: "Tests/HostTests"),
     ]
 )

@@ -1,3 +1,4 @@
+import AWSParsing
 import ArgumentParser
 import Glibc
 import CLinux

@@ -1,3 +1,4 @@
+@testable import AWSParsing
 @testable import Host
 import Testing
 
@@ -111,8 +112,8 @@ import Testing
         for strict in [false, true] {
             var target = Array("/".utf8)
             URLEncoding.appendPercentEncoded(all, to: &target, strict: strict)
-            var path = DocumentRoot.Path()
-            #expect(DocumentRoot.resolve(target: target[...], into: &path) == nil)
+            var path = TargetPath()
+            #expect(TargetPath.resolve(target: target[...], into: &path) == nil)
             #expect(path.bytes == Array(all.dropLast()))
         }
     }

@@ -1,14 +1,15 @@
+@testable import AWSParsing
 @testable import Host
 import Testing
 
-/// What `DocumentRoot.resolve` makes of a request target.
+/// What `TargetPath.resolve` makes of a request target.
 enum Resolution: Equatable, CustomStringConvertible {
     case path(String, trailingSlash: Bool)
     case refused(HTTPStatus)
 
     init(_ target: String) {
-        var path = DocumentRoot.Path()
-        if let status = DocumentRoot.resolve(target: embedded(target), into: &path) {
+        var path = TargetPath()
+        if let status = TargetPath.resolve(target: embedded(target), into: &path) {
             self = .refused(status)
         } else {
             self = .path(text(path.bytes), trailingSlash: path.trailingSlash)
@@ -98,8 +99,8 @@ enum Resolution: Equatable, CustomStringConvertible {
     }
 
     @Test func rawNulByte() {
-        var path = DocumentRoot.Path()
-        #expect(DocumentRoot.resolve(target: [47, 97, 0, 98][...], into: &path) == .forbidden)
+        var path = TargetPath()
+        #expect(TargetPath.resolve(target: [47, 97, 0, 98][...], into: &path) == .forbidden)
     }
 
     @Test(arguments: [
@@ -139,15 +140,15 @@ enum Resolution: Equatable, CustomStringConvertible {
     }
 
     @Test func keepsTheEncodedPathWithoutQuery() {
-        var path = DocumentRoot.Path()
-        #expect(DocumentRoot.resolve(target: embedded("http://h/a%20b/?q=1"), into: &path) == nil)
+        var path = TargetPath()
+        #expect(TargetPath.resolve(target: embedded("http://h/a%20b/?q=1"), into: &path) == nil)
         #expect(text(path.encoded) == "/a%20b/")
     }
 
     @Test func reusedPathStartsAfresh() {
-        var path = DocumentRoot.Path()
-        #expect(DocumentRoot.resolve(target: bytes("/long/first/path/"), into: &path) == nil)
-        #expect(DocumentRoot.resolve(target: bytes("/b"), into: &path) == nil)
+        var path = TargetPath()
+        #expect(TargetPath.resolve(target: bytes("/long/first/path/"), into: &path) == nil)
+        #expect(TargetPath.resolve(target: bytes("/b"), into: &path) == nil)
         #expect(text(path.bytes) == "b")
         #expect(path.trailingSlash == false)
     }
@@ -155,17 +156,17 @@ enum Resolution: Equatable, CustomStringConvertible {
     @Test(arguments: [("dynamic", true), ("dynamic/a.bin", true), ("dynamicx", false),
                       ("dynami", false), ("x/dynamic", false), ("", false)])
     func isDynamic(_ p: String, _ expected: Bool) {
-        var path = DocumentRoot.Path()
+        var path = TargetPath()
         path.bytes = Array(p.utf8)
         #expect(path.isDynamic == expected)
     }
 
     @Test(arguments: [("", "index.html"), ("a", "a/index.html"), ("a/b", "a/b/index.html")])
     func setIndex(_ dir: String, _ expected: String) {
-        var d = DocumentRoot.Path()
+        var d = TargetPath()
         d.bytes = Array(dir.utf8)
         d.trailingSlash = true
-        var index = DocumentRoot.Path()
+        var index = TargetPath()
         index.bytes = Array("stale".utf8)
         index.setIndex(of: d)
         #expect(text(index.bytes) == expected)

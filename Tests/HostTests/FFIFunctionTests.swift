@@ -1,3 +1,4 @@
+@testable import AWSParsing
 @testable import Host
 import Glibc
 import Testing

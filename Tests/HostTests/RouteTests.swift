@@ -1,4 +1,5 @@
 import CHTTPParser
+@testable import AWSParsing
 @testable import Host
 import Testing
 
@@ -10,8 +11,8 @@ private func plugin(_ name: String, _ routes: [(String?, String)]) -> LoadedPlug
     LoadedPlugin(name: name) { p in
         routes.map { method, written in
             let prefix = written.hasSuffix("*")
-            var path = DocumentRoot.Path()
-            let refused = DocumentRoot.resolve(target: bytes(String(written.dropLast(prefix ? 1 : 0))), into: &path)
+            var path = TargetPath()
+            let refused = TargetPath.resolve(target: bytes(String(written.dropLast(prefix ? 1 : 0))), into: &path)
             precondition(refused == nil, "bad test route \(written)")
             return Route(method: method, path: path.bytes, prefix: prefix, buffersBody: false, target: .handler(handler), plugin: p)
         }

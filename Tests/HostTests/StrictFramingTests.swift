@@ -1,10 +1,11 @@
 import CHTTPParser
 import Glibc
+@testable import AWSParsing
 @testable import Host
 import Testing
 
 /// Runs the scanner over `text` cut into pieces of `piece` bytes (every split point must give
-/// the same verdict as one buffer).
+/// the same verdict as one buffer); the offset of a bad byte is counted from the start of `text`.
 private func scanHead(_ text: String, piece: Int = Int.max) -> HeadScanner.Verdict {
     var scanner = HeadScanner()
     let all = Array(text.utf8)
@@ -12,6 +13,7 @@ private func scanHead(_ text: String, piece: Int = Int.max) -> HeadScanner.Verdi
     while start < all.count {
         let end = min(all.count, start + piece)
         let verdict = all[start..<end].withUnsafeBytes { scanner.scan($0) }
+        if case .invalid(let error, let at) = verdict { return .invalid(error, at: start + at) }
         if verdict != .incomplete { return verdict }
         start = end
     }
@@ -32,19 +34,20 @@ private func scanHead(_ text: String, piece: Int = Int.max) -> HeadScanner.Verdi
         }
     }
 
+    /// Each case names the offset of the byte that makes it malformed.
     @Test(arguments: [
-        ("GET / HTTP/1.1\r\nHost: x\r\nX:\rY: z\r\n\r\n", HPE_LF_EXPECTED),         // bare CR after an empty value
-        ("GET / HTTP/1.1\r\nHost: x\r\n\rX", HPE_LF_EXPECTED),                        // bare CR ends the head
-        ("\rGET / HTTP/1.1\r\n\r\n", HPE_LF_EXPECTED),                                // bare CR before the request line
-        ("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n chunked\r\n\r\n", HPE_INVALID_HEADER_TOKEN),  // obs-fold
-        ("GET / HTTP/1.1\r\nContent-Length:\r\n\t5\r\n\r\n", HPE_INVALID_HEADER_TOKEN),
-        ("GET / HTTP/1.1\r\n Host: x\r\n\r\n", HPE_INVALID_HEADER_TOKEN),           // whitespace before the first field
-        ("GET /a\tb HTTP/1.1\r\n\r\n", HPE_INVALID_URL),                              // HT in the request line
-        ("GET /a\u{0c}b HTTP/1.1\r\n\r\n", HPE_INVALID_URL),
+        ("GET / HTTP/1.1\r\nHost: x\r\nX:\rY: z\r\n\r\n", HPE_LF_EXPECTED, 28),     // bare CR after an empty value
+        ("GET / HTTP/1.1\r\nHost: x\r\n\rX", HPE_LF_EXPECTED, 26),                    // bare CR ends the head
+        ("\rGET / HTTP/1.1\r\n\r\n", HPE_LF_EXPECTED, 1),                             // bare CR before the request line
+        ("GET / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n chunked\r\n\r\n", HPE_INVALID_HEADER_TOKEN, 41),  // obs-fold
+        ("GET / HTTP/1.1\r\nContent-Length:\r\n\t5\r\n\r\n", HPE_INVALID_HEADER_TOKEN, 33),
+        ("GET / HTTP/1.1\r\n Host: x\r\n\r\n", HPE_INVALID_HEADER_TOKEN, 16),       // whitespace before the first field
+        ("GET /a\tb HTTP/1.1\r\n\r\n", HPE_INVALID_URL, 6),                           // HT in the request line
+        ("GET /a\u{0c}b HTTP/1.1\r\n\r\n", HPE_INVALID_URL, 6),
     ])
-    func refusesAmbiguousLines(_ head: String, _ error: http_errno) {
+    func refusesAmbiguousLines(_ head: String, _ error: http_errno, _ at: Int) {
         for piece in [1, 2, 5, Int.max] {
-            #expect(scanHead(head, piece: piece) == .invalid(error), "piece \(piece)")
+            #expect(scanHead(head, piece: piece) == .invalid(error, at: at), "piece \(piece)")
         }
     }
 
@@ -54,8 +57,9 @@ private func scanHead(_ text: String, piece: Int = Int.max) -> HeadScanner.Verdi
         for k in 0..<40 {
             let pad = String(repeating: "a\u{e9}", count: k / 2) + (k % 2 == 1 ? "b" : "")
             let value = "GET / HTTP/1.1\r\nX-Long: \(pad)"
-            #expect(scanHead(value + "\rX: y\r\n\r\n") == .invalid(HPE_LF_EXPECTED), "bare CR after \(k)")
-            #expect(scanHead(value + "\r\n folded\r\n\r\n") == .invalid(HPE_INVALID_HEADER_TOKEN), "fold after \(k)")
+            let end = value.utf8.count
+            #expect(scanHead(value + "\rX: y\r\n\r\n") == .invalid(HPE_LF_EXPECTED, at: end + 1), "bare CR after \(k)")
+            #expect(scanHead(value + "\r\n folded\r\n\r\n") == .invalid(HPE_INVALID_HEADER_TOKEN, at: end + 2), "fold after \(k)")
             #expect(scanHead(value + "\nY: \(pad)\r\n\r\n") == .endOfHead, "bare LF after \(k)")
             #expect(scanHead(value + "\r\n\r\n") == .endOfHead, "CRLF after \(k)")
         }

@@ -1,5 +1,6 @@
 import COpenSSL
 import CTLS
+@testable import AWSParsing
 @testable import Host
 import Testing
 

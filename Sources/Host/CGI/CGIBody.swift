@@ -1,3 +1,5 @@
+import AWSParsing
+
 /// A CGI program's body: read from its stdout pipe into one buffer and sent through the pump,
 /// framed as the response head promised. The pipe is read only when the buffer has gone out,
 /// so a client that reads slowly makes the program wait on a full pipe (backpressure) rather

@@ -1,3 +1,5 @@
+import AWSParsing
+
 /// The meta-variables of one CGI request (RFC 3875 §4.1), and nothing of the server's own
 /// environment but `PATH`. A pure function of the request, so it is unit-tested.
 struct CGIEnvironment {

@@ -1,3 +1,4 @@
+import AWSParsing
 import Glibc
 
 /// `--autoindex`: an HTML listing of a directory without index.html, names escaped and sorted,

@@ -1,3 +1,4 @@
+import AWSParsing
 import CHTTPParser
 import Glibc
 
@@ -114,7 +115,7 @@ extension Exchange {
         let contentType = file.contentType
         let dynamic = file.dynamic
 
-        switch evaluatePreconditions(validators) {
+        switch Preconditions.evaluate(request, validators) {
         case .proceed: break
         case .notModified:
             file.done()
@@ -130,7 +131,7 @@ extension Exchange {
 
         var range = 0..<size
         var status = HTTPStatus.ok
-        switch selectRange(size: size, validators: validators) {
+        switch Preconditions.selectRange(request, size: size, validators: validators) {
         case .whole: break
         case .partial(let r):
             range = r
@@ -190,68 +191,8 @@ extension Exchange {
 
     // MARK: validators (RFC 9110 §8.8)
 
-    struct Validators {
-        /// Strong entity tag: inode, size and modification time in nanoseconds, quoted.
-        var etag: [UInt8] = []
-        var modified: Int
-        /// `modified` as an HTTP date, rendered once.
-        var lastModified: [UInt8] = []
-
-        init(_ st: stat) {
-            modified = Int(st.st_mtim.tv_sec)
-            HTTPDate.append(modified, to: &lastModified)
-            etag.append(34)
-            etag.append(hex: UInt64(st.st_ino))
-            etag.append(45)
-            etag.append(hex: UInt64(bitPattern: Int64(st.st_size)))
-            etag.append(45)
-            etag.append(hex: UInt64(bitPattern: Int64(st.st_mtim.tv_sec)) &* 1_000_000_000 &+ UInt64(bitPattern: Int64(st.st_mtim.tv_nsec)))
-            etag.append(34)
-        }
-    }
-
     private func addValidatorHeaders(_ v: Validators) {
         addHeader("ETag", v.etag)
         addHeader("Last-Modified", v.lastModified)
-    }
-
-    enum Precondition { case proceed, notModified, failed }
-
-    /// RFC 9110 §13.2.2, in its order.
-    private func evaluatePreconditions(_ v: Validators) -> Precondition {
-        if let ifMatch = request.value(.ifMatch) {
-            if !entityTagList(ifMatch, matches: v.etag, weak: false) { return .failed }
-        } else if let since = request.value(.ifUnmodifiedSince), let date = HTTPDate.parse(request.storage[since]) {
-            if v.modified > date { return .failed }
-        }
-        if let ifNoneMatch = request.value(.ifNoneMatch) {
-            if entityTagList(ifNoneMatch, matches: v.etag, weak: true) { return .notModified }
-        } else if let since = request.value(.ifModifiedSince), let date = HTTPDate.parse(request.storage[since]) {
-            if v.modified <= date { return .notModified }
-        }
-        return .proceed
-    }
-
-    /// Whether a comma-separated list of entity tags (or "*") contains `etag`. The weak
-    /// comparison ignores a `W/` prefix; the strong one never matches a weak tag.
-    private func entityTagList(_ span: Range<Int>, matches etag: [UInt8], weak: Bool) -> Bool {
-        EntityTags.list(request.storage[span], contains: etag, weak: weak)
-    }
-
-    // MARK: ranges (RFC 9110 §14)
-
-    typealias RangeSelection = ByteRanges.Selection
-
-    private func selectRange(size: Int, validators v: Validators) -> RangeSelection {
-        guard request.method == HTTP_GET, let header = request.value(.range) else { return .whole }
-        if let ifRange = request.value(.ifRange) {
-            let value = request.storage[ifRange]
-            if value.first == 34 || value.starts(with: [87, 47]) {
-                if !value.elementsEqual(v.etag) { return .whole }  // strong comparison
-            } else if HTTPDate.parse(value) != v.modified {
-                return .whole
-            }
-        }
-        return ByteRanges.select(request.storage[header], size: size)
     }
 }

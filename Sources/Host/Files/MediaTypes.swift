@@ -1,3 +1,5 @@
+import AWSParsing
+
 /// Content-Type by file extension: a built-in table of the common web types.
 enum MediaTypes {
     static let fallback: [UInt8] = Array("application/octet-stream".utf8)

@@ -1,3 +1,4 @@
+import AWSParsing
 import Glibc
 
 /// Open descriptors and their metadata, kept per worker like nginx's open_file_cache: a hit
@@ -11,7 +12,7 @@ final class OpenFileCache {
         let fd: Int32
         let direct: Bool
         fileprivate(set) var info: stat
-        fileprivate(set) var validators: Exchange.Validators
+        fileprivate(set) var validators: Validators
         let contentType: [UInt8]
         /// The bytes of a small static file: sent in the same send as the head, which saves a
         /// syscall per request (sendfile costs more than copying a few KiB).
@@ -26,7 +27,7 @@ final class OpenFileCache {
             self.fd = fd
             self.direct = direct
             self.info = info
-            self.validators = Exchange.Validators(info)
+            self.validators = Validators(info)
             self.contentType = contentType
             self.checkedAt = now
             self.statAt = now
@@ -54,7 +55,7 @@ final class OpenFileCache {
     init(capacity: Int = 1024) { self.capacity = capacity }
 
     /// A still-valid entry for the path, or nil (then open the file and `insert` it).
-    func lookup(_ path: inout DocumentRoot.Path, direct wantsDirect: Bool, root: DocumentRoot, now: Int64) -> Entry? {
+    func lookup(_ path: inout TargetPath, direct wantsDirect: Bool, root: DocumentRoot, now: Int64) -> Entry? {
         guard let entry = wantsDirect ? direct[path.bytes] : buffered[path.bytes] else { return nil }
         if now - entry.statAt < statMillis { return entry }
         entry.statAt = now
@@ -81,7 +82,7 @@ final class OpenFileCache {
         if st.st_size != entry.info.st_size || st.st_mtim.tv_sec != entry.info.st_mtim.tv_sec
             || st.st_mtim.tv_nsec != entry.info.st_mtim.tv_nsec {
             entry.info = st
-            entry.validators = Exchange.Validators(st)
+            entry.validators = Validators(st)
             entry.loadContents()
         }
         return entry

@@ -1,3 +1,4 @@
+import AWSParsing
 import Glibc
 
 /// One client socket: its life cycle, its timer and the exchange (request and response) it is

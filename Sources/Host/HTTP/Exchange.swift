@@ -1,3 +1,4 @@
+import AWSParsing
 import CHTTPParser
 import Glibc
 
@@ -43,10 +44,11 @@ final class Exchange {
 
     // Input
     let decoder = HTTP1Decoder()
+    /// The request's head, which the decoder fills.
     var request = RequestHead()
-    var path = DocumentRoot.Path()
+    var path = TargetPath()
     /// The index.html of a directory target, looked up in the open-file cache by that name.
-    var indexPath = DocumentRoot.Path()
+    var indexPath = TargetPath()
     private var pending: [UInt8] = []
     private var pendingStart = 0
     private(set) var headComplete = false
@@ -54,7 +56,7 @@ final class Exchange {
     private var pathResolved = false
     private var pathFailure: HTTPStatus?
     private(set) var messageComplete = true
-    /// Set by a head callback that refuses the request (a limit), answered when the decoder stops.
+    /// The status that answers a request refused before its handler ran (a limit, malformed bytes).
     private var refusal: HTTPStatus?
     private var sniff: [UInt8] = []
     private var bodyBytesReceived = 0
@@ -96,7 +98,7 @@ final class Exchange {
         self.connection = connection
         isAttached = true
         generation &+= 1
-        decoder.reset(for: self, metadataLimit: worker.config.maxHeaderBytes)
+        decoder.reset(limits: worker.config.headLimits)
         phase = .ready
         responseReady = false
         willClose = false
@@ -259,7 +261,7 @@ final class Exchange {
             if messageComplete { beginMessage() }
             let chunk = UnsafeRawBufferPointer(rebasing: bytes[used...])
             if !headComplete && sniff.count < 64 { sniff.append(contentsOf: chunk.prefix(64 - sniff.count)) }
-            switch decoder.decode(chunk) {
+            switch decoder.decode(chunk, into: &request) {
             case .needMore:
                 used = bytes.count
                 if !headComplete && phase == .ready {
@@ -280,9 +282,8 @@ final class Exchange {
                 if plugin.route != nil { pluginMessageComplete() } else if cgi.isActive { cgiMessageComplete() }
                 if phase == .drainingBody { phase = .ready }
                 if phase == .readingBody { startResponding() }
-            case .failed(let error):
-                // Chunk extensions and trailers past their limit: too large, like a long body.
-                if headComplete && error == HPE_HEADER_OVERFLOW { refusal = .contentTooLarge }
+            case .failed(let error, let limit):
+                if let limit { refusal = limit }
                 decodingFailed(error)
                 used = bytes.count
             }
@@ -322,7 +323,6 @@ final class Exchange {
 
     private func headCompleted() {
         headComplete = true
-        request.finishHeaders()
         request.method = decoder.method
         request.versionMajor = decoder.versionMajor
         request.versionMinor = decoder.versionMinor
@@ -360,44 +360,10 @@ final class Exchange {
     /// it cannot be served.
     func resolvePath() -> HTTPStatus? {
         if !pathResolved {
-            pathFailure = DocumentRoot.resolve(target: request.storage[request.target], into: &path)
+            pathFailure = TargetPath.resolve(target: request.storage[request.target], into: &path)
             pathResolved = true
         }
         return pathFailure
-    }
-
-    // MARK: head callbacks (inside the decoder: they only collect bytes and check limits)
-
-    func decodedTarget(_ bytes: UnsafeRawBufferPointer) -> Int32 {
-        request.appendTarget(bytes)
-        // `--max-request-line` is the whole line, as its name says (and as Apache's
-        // LimitRequestLine): method, space, target, space and the 8 bytes of "HTTP/1.1", which
-        // every valid line ends with. The parser knows the method by the time the target comes.
-        let lineLength = strlen(http_method_str(decoder.method)) + 1 + request.target.count + 1 + 8
-        if lineLength > worker.config.maxRequestLine {
-            refusal = .uriTooLong
-            return 1
-        }
-        return 0
-    }
-
-    func decodedHeaderName(_ bytes: UnsafeRawBufferPointer) -> Int32 {
-        request.appendHeaderName(bytes)
-        return checkHeaderLimits()
-    }
-
-    func decodedHeaderValue(_ bytes: UnsafeRawBufferPointer) -> Int32 {
-        request.appendHeaderValue(bytes)
-        return checkHeaderLimits()
-    }
-
-    private func checkHeaderLimits() -> Int32 {
-        if request.headerBytes - request.target.count > worker.config.maxHeaderBytes
-            || request.headers.count > worker.config.maxHeaderCount {
-            refusal = .requestHeaderFieldsTooLarge
-            return 1
-        }
-        return 0
     }
 
     // MARK: malformed input
@@ -444,8 +410,6 @@ final class Exchange {
             connection.setDeadline(worker.config.headerTimeout)
             sniffMethod(UnsafeRawBufferPointer(start: nil, count: 0))
             return
-        } else if error == HPE_HEADER_OVERFLOW {
-            status = request.headers.isEmpty ? .uriTooLong : .requestHeaderFieldsTooLarge
         } else {
             status = .badRequest
         }

@@ -1,3 +1,4 @@
+import AWSParsing
 import Glibc
 
 /// A client's address, kept in 28 bytes (a `sockaddr_in6`, which also holds a `sockaddr_in`)

@@ -1,3 +1,5 @@
+import AWSParsing
+
 /// Renders every response head aws sends — files, plugins, error pages, the over-limit 503 — into
 /// a byte buffer: status line, `Date`, `Server`, then the handler's fields, then the connection
 /// decision and the blank line. Status lines and the `Server` field are pre-rendered once.

@@ -1,3 +1,4 @@
+import AWSParsing
 import CHTTPParser
 
 /// What answers a request whose head is complete: checks that apply to every request, then

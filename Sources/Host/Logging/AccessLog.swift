@@ -1,3 +1,4 @@
+import AWSParsing
 import Glibc
 import Logging
 

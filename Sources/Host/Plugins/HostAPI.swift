@@ -1,3 +1,4 @@
+import AWSParsing
 import Glibc
 import Logging
 import PluginAPI
@@ -175,8 +176,8 @@ enum HostAPI {
     }
 
     private static func add(_ c: PluginContext, method: String?, path: String, prefix: Bool, buffers: Bool, target: RouteTarget) -> Int32 {
-        var decoded = DocumentRoot.Path()
-        guard DocumentRoot.resolve(target: Array(path.utf8)[...], into: &decoded) == nil else {
+        var decoded = TargetPath()
+        guard TargetPath.resolve(target: Array(path.utf8)[...], into: &decoded) == nil else {
             c.logger.error("register: invalid path \(path)")
             return Int32(AWS_E_INVALID)
         }

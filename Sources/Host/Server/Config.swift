@@ -1,3 +1,4 @@
+import AWSParsing
 import Logging
 
 /// Everything a worker needs to know, fixed at start-up and shared read-only between workers.
@@ -41,6 +42,11 @@ struct Config: Sendable {
     var maxBodyBytes = 16 * 1024 * 1024    // 413
     var maxConnections = 10_000            // 503, counted across all workers
     var maxRequestsPerConnection = 100_000
+    /// The head limits as the decoder takes them (header bytes also bound a chunked body's
+    /// extensions and trailers).
+    var headLimits: HTTP1Decoder.Limits {
+        .init(requestLine: maxRequestLine, headerBytes: maxHeaderBytes, headerCount: maxHeaderCount)
+    }
 
     // Timeouts, in milliseconds.
     var headerTimeout: Int64 = 10_000

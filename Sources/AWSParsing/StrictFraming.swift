@@ -18,14 +18,14 @@ import CHTTPParser
 /// characters in the request line (a front end may split the line on a tab where aws would not).
 /// Everything else — methods, targets, field names and values — is still the parser's (and
 /// RequestHead's) to judge. Cost: one pass over the head's bytes, which are already in cache.
-struct HeadScanner {
-    enum Verdict: Equatable {
+public struct HeadScanner {
+    public enum Verdict: Equatable {
         /// Every byte was scanned; the head goes on.
         case incomplete
         /// The empty line that ends the head was seen; bytes after it were not looked at.
         case endOfHead
-        /// The head is malformed (the error names why, for the log).
-        case invalid(http_errno)
+        /// The head is malformed at byte `at` of those given (the error names why, for the log).
+        case invalid(http_errno, at: Int)
     }
 
     private enum State: UInt8 {
@@ -45,9 +45,11 @@ struct HeadScanner {
 
     private var state = State.leading
 
-    mutating func reset() { state = .leading }
+    public init() {}
 
-    mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Verdict {
+    public mutating func reset() { state = .leading }
+
+    public mutating func scan(_ bytes: UnsafeRawBufferPointer) -> Verdict {
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .incomplete }
         var s = state
         var i = 0
@@ -74,7 +76,7 @@ struct HeadScanner {
                 guard i < n else { break scanning }
                 let b = base[i]
                 i += 1
-                if b == 13 { s = .lineCR } else if b == 10 { s = .lineStart } else { return fail(HPE_INVALID_URL) }
+                if b == 13 { s = .lineCR } else if b == 10 { s = .lineStart } else { return fail(HPE_INVALID_URL, i) }
                 continue
             default:
                 break
@@ -88,23 +90,23 @@ struct HeadScanner {
                 switch b {
                 case 13: s = .endCR
                 case 10: state = .done; return .endOfHead
-                case 32, 9: return fail(HPE_INVALID_HEADER_TOKEN)  // obs-fold
+                case 32, 9: return fail(HPE_INVALID_HEADER_TOKEN, i)  // obs-fold
                 default: s = .field
                 }
             case .lineCR:
-                guard b == 10 else { return fail(HPE_LF_EXPECTED) }
+                guard b == 10 else { return fail(HPE_LF_EXPECTED, i) }
                 s = .lineStart
             case .endCR:
-                guard b == 10 else { return fail(HPE_LF_EXPECTED) }
+                guard b == 10 else { return fail(HPE_LF_EXPECTED, i) }
                 state = .done
                 return .endOfHead
             case .leading:
                 if b == 13 { s = .leadingCR } else if b != 10 {
-                    if b < 32 || b == 127 { return fail(HPE_INVALID_CONSTANT) }
+                    if b < 32 || b == 127 { return fail(HPE_INVALID_CONSTANT, i) }
                     s = .requestLine
                 }
             case .leadingCR:
-                guard b == 10 else { return fail(HPE_LF_EXPECTED) }
+                guard b == 10 else { return fail(HPE_LF_EXPECTED, i) }
                 s = .leading
             case .done:
                 return .endOfHead
@@ -114,9 +116,9 @@ struct HeadScanner {
         return .incomplete
     }
 
-    private mutating func fail(_ error: http_errno) -> Verdict {
+    private mutating func fail(_ error: http_errno, _ next: Int) -> Verdict {
         state = .done
-        return .invalid(error)
+        return .invalid(error, at: next - 1)
     }
 }
 
@@ -135,8 +137,8 @@ struct HeadScanner {
 /// HT, no obs-fold) and dropped (RFC 9110 §6.5.1). Extension and trailer bytes together are
 /// limited to `metadataLimit` per body (an endless extension is otherwise a way to keep a
 /// connection busy that no body limit sees).
-struct ChunkedDecoder {
-    enum Failure: Equatable {
+public struct ChunkedDecoder {
+    public enum Failure: Equatable {
         /// The framing is not the chunked coding.
         case malformed
         /// A chunk size beyond 63 bits.
@@ -145,7 +147,7 @@ struct ChunkedDecoder {
         case metadataTooLarge
     }
 
-    enum Outcome: Equatable {
+    public enum Outcome: Equatable {
         /// Every byte was used and the body goes on.
         case needMore
         /// Chunk data at `start..<start+count` of the bytes given; go on from `consumed`.
@@ -172,17 +174,19 @@ struct ChunkedDecoder {
     /// The size being read, then the data bytes still to come.
     private var remaining: UInt64 = 0
     private var metadataBytes = 0
-    var metadataLimit = 32 * 1024
+    public var metadataLimit = 32 * 1024
+
+    public init() {}
 
     /// A new body whose head's last byte (LF) comes first; `atHeadLF: false` starts at the first
     /// chunk-size line.
-    mutating func start(atHeadLF: Bool = true) {
+    public mutating func start(atHeadLF: Bool = true) {
         state = atHeadLF ? .headLF : .sizeStart
         remaining = 0
         metadataBytes = 0
     }
 
-    mutating func decode(_ bytes: UnsafeRawBufferPointer) -> Outcome {
+    public mutating func decode(_ bytes: UnsafeRawBufferPointer) -> Outcome {
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { return .needMore }
         let n = bytes.count
         var i = 0
@@ -334,8 +338,8 @@ struct ChunkedDecoder {
 ///   than once, or chunked with parameters — the body's length cannot be determined (§6.3);
 /// - `.notImplemented` (501, then close): chunked is last and once, but other codings come
 ///   before it (`gzip, chunked`, `identity, chunked`): aws decodes no coding but chunked (§6.1).
-struct TransferCodingList {
-    enum Verdict: Equatable { case chunked, notImplemented, invalid }
+public struct TransferCodingList {
+    public enum Verdict: Equatable { case chunked, notImplemented, invalid }
 
     private var elements = 0
     private var chunkedCount = 0
@@ -343,8 +347,10 @@ struct TransferCodingList {
     private var otherCoding = false
     private var malformed = false
 
+    public init() {}
+
     /// One field value (a slice of the head's storage).
-    mutating func add(_ value: ArraySlice<UInt8>) {
+    public mutating func add(_ value: ArraySlice<UInt8>) {
         var element = value.startIndex
         while true {
             let end = value[element...].firstIndex(of: 44) ?? value.endIndex
@@ -370,7 +376,7 @@ struct TransferCodingList {
         lastIsChunked = isChunked
     }
 
-    var verdict: Verdict {
+    public var verdict: Verdict {
         if malformed || elements == 0 || !lastIsChunked || chunkedCount != 1 { return .invalid }
         return otherCoding ? .notImplemented : .chunked
     }

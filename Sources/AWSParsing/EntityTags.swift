@@ -1,8 +1,8 @@
 /// Entity-tag lists, the values of If-Match and If-None-Match (RFC 9110 §13.1.1, §13.1.2).
-enum EntityTags {
+public enum EntityTags {
     /// Whether a comma-separated list of entity tags (or "*") contains `etag`. The weak
     /// comparison ignores a `W/` prefix; the strong one never matches a weak tag.
-    static func list(_ value: ArraySlice<UInt8>, contains etag: [UInt8], weak: Bool) -> Bool {
+    public static func list(_ value: ArraySlice<UInt8>, contains etag: [UInt8], weak: Bool) -> Bool {
         let s = value
         var i = value.startIndex
         while i < value.endIndex {

@@ -1,10 +1,10 @@
 /// The `Range` header (RFC 9110 §14.2) reduced to the three answers this server gives. A header
 /// it cannot use is ignored, which the RFC allows, so everything malformed selects `.whole`.
-enum ByteRanges {
-    enum Selection: Equatable { case whole, partial(Range<Int>), unsatisfiable }
+public enum ByteRanges {
+    public enum Selection: Equatable, Sendable { case whole, partial(Range<Int>), unsatisfiable }
 
     /// `header` is the field value, trimmed; `size` the length of the representation.
-    static func select(_ header: ArraySlice<UInt8>, size: Int) -> Selection {
+    public static func select(_ header: ArraySlice<UInt8>, size: Int) -> Selection {
         let s = header
         let prefix: [UInt8] = Array("bytes=".utf8)
         guard header.count > prefix.count else { return .whole }

@@ -1,12 +1,12 @@
 import Glibc
 
 /// IMF-fixdate rendering and parsing (RFC 9110 §5.6.7) without Foundation or allocation.
-enum HTTPDate {
+public enum HTTPDate {
     private static let days: [UInt8] = Array("SunMonTueWedThuFriSat".utf8)
     private static let months: [UInt8] = Array("JanFebMarAprMayJunJulAugSepOctNovDec".utf8)
 
     /// Appends "Sun, 06 Nov 1994 08:49:37 GMT" (29 bytes).
-    static func append(_ seconds: Int, to out: inout [UInt8]) {
+    public static func append(_ seconds: Int, to out: inout [UInt8]) {
         // IMF-fixdate has four year digits: clamp to 1970...9999 (files can carry any date).
         var t = time_t(min(max(seconds, 0), 253_402_300_799))
         var tm = Glibc.tm()
@@ -30,7 +30,7 @@ enum HTTPDate {
 
     /// Parses an IMF-fixdate; obsolete formats (RFC 850, asctime) are answered as unparseable,
     /// which makes the condition it belongs to false, as RFC 9110 §13.1.3 allows.
-    static func parse(_ b: ArraySlice<UInt8>) -> Int? {
+    public static func parse(_ b: ArraySlice<UInt8>) -> Int? {
         let s = Array(b)
         guard s.count == 29, s[3] == 44, s[4] == 32, s[25] == 32,
               s[26] == 71, s[27] == 77, s[28] == 84 else { return nil }
@@ -53,21 +53,5 @@ enum HTTPDate {
         tm.tm_year = Int32(year - 1900); tm.tm_mon = Int32(month); tm.tm_mday = Int32(day)
         tm.tm_hour = Int32(hour); tm.tm_min = Int32(minute); tm.tm_sec = Int32(second)
         return Int(timegm(&tm))
-    }
-}
-
-/// The `Date` header value, rendered once per second per worker rather than per request.
-struct DateCache {
-    private(set) var bytes: [UInt8] = []
-    private var second = -1
-
-    mutating func refresh() {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME_COARSE, &ts)
-        let now = Int(ts.tv_sec)
-        guard now != second else { return }
-        second = now
-        bytes.removeAll(keepingCapacity: true)
-        HTTPDate.append(now, to: &bytes)
     }
 }

@@ -1,21 +1,21 @@
 /// The header block a CGI program writes before its body (RFC 3875 §6): parsed as it arrives,
 /// refused (502) when it is malformed or too long.
-struct CGIResponseHead: Equatable {
+public struct CGIResponseHead: Equatable {
     /// `Status: 404 Not Found` — the code and its reason phrase, if the script gave one.
-    var status: Int?
-    var reason: [UInt8] = []
-    var contentType: [UInt8]?
-    var location: [UInt8]?
-    var contentLength: Int?
+    public var status: Int?
+    public var reason: [UInt8] = []
+    public var contentType: [UInt8]?
+    public var location: [UInt8]?
+    public var contentLength: Int?
     /// Fields passed to the client as written (name, value), in order.
-    var fields: [Field] = []
+    public var fields: [Field] = []
 
-    struct Field: Equatable {
-        var name: [UInt8]
-        var value: [UInt8]
+    public struct Field: Equatable {
+        public var name: [UInt8]
+        public var value: [UInt8]
     }
 
-    enum Parse: Equatable {
+    public enum Parse: Equatable {
         /// The blank line has not arrived yet.
         case needMore
         /// The head, and where the body begins in the bytes given.
@@ -29,7 +29,7 @@ struct CGIResponseHead: Equatable {
 
     /// Parses `bytes` (all of the script's output so far). Lines end with LF or CRLF; the block
     /// ends at an empty line. At most `limit` bytes of header block.
-    static func parse(_ bytes: ArraySlice<UInt8>, limit: Int) -> Parse {
+    public static func parse(_ bytes: ArraySlice<UInt8>, limit: Int) -> Parse {
         var head = CGIResponseHead()
         var lineStart = bytes.startIndex
         while let lf = bytes[lineStart...].firstIndex(of: 10) {
@@ -88,5 +88,5 @@ struct CGIResponseHead: Equatable {
     }
 
     /// A local redirect (RFC 3875 §6.2.2): a path, no Status — the server answers it itself.
-    var isLocalRedirect: Bool { status == nil && location?.first == 47 }
+    public var isLocalRedirect: Bool { status == nil && location?.first == 47 }
 }

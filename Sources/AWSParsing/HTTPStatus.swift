@@ -1,5 +1,5 @@
-/// The statuses aws sends, with their pre-rendered status lines and error pages.
-enum HTTPStatus: Int, Sendable {
+/// The statuses aws sends (their status lines and error pages are pre-rendered in Host's StatusTable).
+public enum HTTPStatus: Int, Sendable {
     case continue_ = 100
     case ok = 200, created = 201, accepted = 202, nonAuthoritativeInformation = 203, noContent = 204,
          resetContent = 205, partialContent = 206
@@ -17,7 +17,7 @@ enum HTTPStatus: Int, Sendable {
          gatewayTimeout = 504, versionNotSupported = 505, insufficientStorage = 507,
          loopDetected = 508, networkAuthenticationRequired = 511
 
-    var reason: String {
+    public var reason: String {
         switch self {
         case .continue_: "Continue"
         case .ok: "OK"
@@ -77,39 +77,11 @@ enum HTTPStatus: Int, Sendable {
 
     /// The status for an error code from a plugin: itself when aws knows it, else the class's
     /// generic code (RFC 9110 §15: an unknown code is understood as x00); 500 outside 400-599.
-    static func errorStatus(_ code: Int) -> HTTPStatus {
+    public static func errorStatus(_ code: Int) -> HTTPStatus {
         guard (400..<600).contains(code) else { return .internalServerError }
         return HTTPStatus(rawValue: code) ?? (code < 500 ? .badRequest : .internalServerError)
     }
 
     /// Status codes whose responses never carry a body (RFC 9110 §6.4.1), named or not.
-    static func forbidsBody(_ code: Int) -> Bool { code < 200 || code == 204 || code == 304 }
-}
-
-/// Pre-rendered bytes per status, built once at start-up and shared read-only by all workers.
-struct StatusTable: Sendable {
-    private let lines: [[UInt8]]
-    private let pages: [[UInt8]]
-
-    static let shared = StatusTable()
-
-    private init() {
-        var lines = [[UInt8]](repeating: [], count: 600)
-        var pages = [[UInt8]](repeating: [], count: 600)
-        for code in 100..<600 {
-            guard let status = HTTPStatus(rawValue: code) else { continue }
-            lines[code] = Array("HTTP/1.1 \(code) \(status.reason)\r\n".utf8)
-            let title = "\(code) \(status.reason)"
-            pages[code] = Array("<!DOCTYPE html>\n<html><head><title>\(title)</title></head><body><h1>\(title)</h1><hr><address>aws/\(AWSVersion.string)</address></body></html>\n".utf8)
-        }
-        self.lines = lines
-        self.pages = pages
-    }
-
-    func statusLine(_ s: HTTPStatus) -> [UInt8] { lines[s.rawValue] }
-    func errorPage(_ s: HTTPStatus) -> [UInt8] { pages[s.rawValue] }
-}
-
-enum AWSVersion {
-    static let string = "0.1.0"
+    public static func forbidsBody(_ code: Int) -> Bool { code < 200 || code == 204 || code == 304 }
 }

@@ -1,11 +1,11 @@
 /// Appending ASCII text and numbers to byte buffers without going through `String`.
 extension Array where Element == UInt8 {
-    @inline(__always)
-    mutating func append(ascii s: StaticString) {
+    @inlinable @inline(__always)
+    public mutating func append(ascii s: StaticString) {
         s.withUTF8Buffer { append(contentsOf: $0) }
     }
 
-    mutating func append(decimal value: Int) {
+    @inlinable public mutating func append(decimal value: Int) {
         if value < 0 { append(45); append(decimal: -value); return }
         if value < 10 { append(UInt8(48 + value)); return }
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, no heap
@@ -16,7 +16,7 @@ extension Array where Element == UInt8 {
         }
     }
 
-    mutating func append(hex value: UInt64) {
+    public mutating func append(hex value: UInt64) {
         let table: StaticString = "0123456789abcdef"
         var started = false
         for shift in stride(from: 60, through: 0, by: -4) {
@@ -29,8 +29,8 @@ extension Array where Element == UInt8 {
     }
 }
 
-enum ASCII {
-    static func isTokenChar(_ c: UInt8) -> Bool {
+public enum ASCII {
+    public static func isTokenChar(_ c: UInt8) -> Bool {
         switch c {
         case 48...57, 65...90, 97...122: return true
         case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: return true  // !#$%&'*+-.^_`|~
@@ -38,10 +38,10 @@ enum ASCII {
         }
     }
 
-    static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c | 0x20 : c }
-    static func isAlphanumeric(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
+    public static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c | 0x20 : c }
+    public static func isAlphanumeric(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
 
-    static func hexValue(_ c: UInt8) -> UInt8? {
+    public static func hexValue(_ c: UInt8) -> UInt8? {
         switch c {
         case 48...57: c - 48
         case 65...70: c - 55
@@ -51,11 +51,11 @@ enum ASCII {
     }
 }
 
-enum URLEncoding {
+public enum URLEncoding {
     /// Appends `bytes` as a URL path: '/' and RFC 3986 unreserved characters stay, and unless
     /// `strict`, the other pchar characters (sub-delims, ':' and '@'); the rest is percent-encoded.
     /// Strict output is also safe as a relative reference and inside an HTML attribute.
-    static func appendPercentEncoded(_ bytes: some Sequence<UInt8>, to out: inout [UInt8], strict: Bool = false) {
+    public static func appendPercentEncoded(_ bytes: some Sequence<UInt8>, to out: inout [UInt8], strict: Bool = false) {
         let hex: StaticString = "0123456789ABCDEF"
         for b in bytes {
             switch b {

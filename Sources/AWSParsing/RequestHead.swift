@@ -1,11 +1,11 @@
 import CHTTPParser
 
 /// The headers a file handler or the connection acts on, classified once when the head is complete.
-enum KnownHeader: Int, CaseIterable {
+public enum KnownHeader: Int, CaseIterable {
     case host, range, ifRange, ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, expect,
          contentLength, transferEncoding, contentType
 
-    var lowercasedName: [UInt8] {
+    public var lowercasedName: [UInt8] {
         switch self {
         case .host: Array("host".utf8)
         case .range: Array("range".utf8)
@@ -27,39 +27,39 @@ private let knownHeaderNames: [[UInt8]] = KnownHeader.allCases.map(\.lowercasedN
 /// One request's head as the parser delivered it. All bytes (target, header names and values)
 /// are copied into one reusable `storage` array and referred to by offsets, so a connection
 /// parses request after request without allocating.
-struct RequestHead {
-    struct Header {
-        var name: Range<Int>
-        var value: Range<Int>
+public struct RequestHead {
+    public struct Header {
+        public var name: Range<Int>
+        public var value: Range<Int>
     }
 
-    private(set) var storage: [UInt8] = []
-    private(set) var target: Range<Int> = 0..<0
-    private(set) var headers: [Header] = []
+    public private(set) var storage: [UInt8] = []
+    public private(set) var target: Range<Int> = 0..<0
+    public private(set) var headers: [Header] = []
     /// Index into `headers` of the last occurrence of each known header, or -1.
-    private(set) var known = [Int](repeating: -1, count: KnownHeader.allCases.count)
-    private(set) var hostCount = 0
+    public private(set) var known = [Int](repeating: -1, count: KnownHeader.allCases.count)
+    public private(set) var hostCount = 0
     /// A header name with a character that is not a token character, e.g. "Content-Length :"
     /// (RFC 9112 §5.1: such a request is rejected, never guessed at).
-    private(set) var hasMalformedName = false
+    public private(set) var hasMalformedName = false
     private var lastWasValue = false
-    var method: http_method = HTTP_GET
-    var versionMajor: UInt16 = 1
-    var versionMinor: UInt16 = 1
-    var keepAlive = false
+    public var method: http_method = HTTP_GET
+    public var versionMajor: UInt16 = 1
+    public var versionMinor: UInt16 = 1
+    public var keepAlive = false
     /// The body's declared length as the head said (-1: none or chunked); http-parser counts its
     /// own copy down as the body arrives, so it is recorded when the head completes.
-    var contentLength: Int64 = -1
-    var hasBody = false
+    public var contentLength: Int64 = -1
+    public var hasBody = false
     /// Total bytes of target plus headers so far, for the size limits.
-    var headerBytes: Int { storage.count }
+    public var headerBytes: Int { storage.count }
 
-    init() {
+    public init() {
         storage.reserveCapacity(2048)
         headers.reserveCapacity(32)
     }
 
-    mutating func reset() {
+    public mutating func reset() {
         storage.removeAll(keepingCapacity: true)
         headers.removeAll(keepingCapacity: true)
         for i in known.indices { known[i] = -1 }
@@ -72,13 +72,13 @@ struct RequestHead {
 
     // MARK: filled by the parser callbacks
 
-    mutating func appendTarget(_ bytes: UnsafeRawBufferPointer) {
+    public mutating func appendTarget(_ bytes: UnsafeRawBufferPointer) {
         if target.isEmpty { target = storage.count..<storage.count }
         storage.append(contentsOf: bytes)
         target = target.lowerBound..<storage.count
     }
 
-    mutating func appendHeaderName(_ bytes: UnsafeRawBufferPointer) {
+    public mutating func appendHeaderName(_ bytes: UnsafeRawBufferPointer) {
         if lastWasValue || headers.isEmpty {
             headers.append(Header(name: storage.count..<storage.count, value: 0..<0))
             lastWasValue = false
@@ -87,7 +87,7 @@ struct RequestHead {
         headers[headers.count - 1].name = headers[headers.count - 1].name.lowerBound..<storage.count
     }
 
-    mutating func appendHeaderValue(_ bytes: UnsafeRawBufferPointer) {
+    public mutating func appendHeaderValue(_ bytes: UnsafeRawBufferPointer) {
         let i = headers.count - 1
         guard i >= 0 else { return }
         if !lastWasValue {
@@ -99,14 +99,14 @@ struct RequestHead {
     }
 
     /// A new target for the same request (a CGI program's local redirect).
-    mutating func replaceTarget(_ bytes: [UInt8]) {
+    public mutating func replaceTarget(_ bytes: [UInt8]) {
         let start = storage.count
         storage.append(contentsOf: bytes)
         target = start..<storage.count
     }
 
     /// Classifies the headers once the head is complete.
-    mutating func finishHeaders() {
+    public mutating func finishHeaders() {
         for (index, header) in headers.enumerated() {
             if header.name.isEmpty || !storage[header.name].allSatisfy(ASCII.isTokenChar) { hasMalformedName = true }
             guard let k = classify(header.name) else { continue }
@@ -124,7 +124,8 @@ struct RequestHead {
 
     // MARK: reading
 
-    func equalsIgnoringCase(_ span: Range<Int>, _ lowercased: [UInt8]) -> Bool {
+    @inlinable @inline(__always)
+    public func equalsIgnoringCase(_ span: Range<Int>, _ lowercased: [UInt8]) -> Bool {
         guard span.count == lowercased.count else { return false }
         var j = 0
         for i in span {
@@ -137,24 +138,27 @@ struct RequestHead {
     }
 
     /// The value of a known header with surrounding whitespace trimmed, or nil when absent.
-    func value(_ header: KnownHeader) -> Range<Int>? {
+    @inlinable @inline(__always)
+    public func value(_ header: KnownHeader) -> Range<Int>? {
         let i = known[header.rawValue]
         guard i >= 0 else { return nil }
         return trimmed(headers[i].value)
     }
 
-    func has(_ header: KnownHeader) -> Bool { known[header.rawValue] >= 0 }
+    @inlinable @inline(__always)
+    public func has(_ header: KnownHeader) -> Bool { known[header.rawValue] >= 0 }
 
-    func trimmed(_ span: Range<Int>) -> Range<Int> {
+    @inlinable @inline(__always)
+    public func trimmed(_ span: Range<Int>) -> Range<Int> {
         var lo = span.lowerBound, hi = span.upperBound
         while lo < hi && (storage[lo] == 32 || storage[lo] == 9) { lo += 1 }
         while hi > lo && (storage[hi - 1] == 32 || storage[hi - 1] == 9) { hi -= 1 }
         return lo..<hi
     }
 
-    func string(_ span: Range<Int>) -> String {
+    public func string(_ span: Range<Int>) -> String {
         String(decoding: storage[span], as: UTF8.self)
     }
 
-    var methodName: String { String(cString: http_method_str(method)) }
+    public var methodName: String { String(cString: http_method_str(method)) }
 }

@@ -1,0 +1,105 @@
+/// A request target turned into a normalized path relative to a document root: percent-decoded,
+/// with query and fragment dropped and "//", "/./" and "/../" collapsed. It never climbs above the
+/// root and never holds a NUL byte; opening it beneath the root is `DocumentRoot`'s job.
+public struct TargetPath {
+    /// Decoded, normalized, without a leading slash; empty for the root itself.
+    public var bytes: [UInt8] = []
+    /// `bytes` NUL-terminated, filled by whoever passes the path to the kernel.
+    public var cString: [UInt8] = []
+    /// The target's path ended in "/".
+    public var trailingSlash = false
+    /// Bytes of the original (still encoded) path, for redirects.
+    public var encoded: ArraySlice<UInt8> = []
+
+    public static let indexName: [UInt8] = Array("index.html".utf8)
+
+    public init() { bytes.reserveCapacity(256); cString.reserveCapacity(257) }
+
+    @inlinable public var isDynamic: Bool { firstSegmentIs("dynamic") }
+
+    /// Makes this the path of `dir`'s index.html.
+    public mutating func setIndex(of dir: TargetPath) {
+        bytes.removeAll(keepingCapacity: true)
+        bytes.append(contentsOf: dir.bytes)
+        if !bytes.isEmpty { bytes.append(47) }
+        bytes.append(contentsOf: TargetPath.indexName)
+        trailingSlash = false
+        encoded = dir.encoded
+    }
+
+    @inlinable @inline(__always) public func firstSegmentIs(_ name: StaticString) -> Bool {
+        let n = name.utf8CodeUnitCount
+        guard bytes.count >= n, bytes.count == n || bytes[n] == 47 else { return false }
+        return name.withUTF8Buffer { name in
+            for i in 0..<n where bytes[i] != name[i] { return false }
+            return true
+        }
+    }
+
+    /// Decodes and normalizes a target (origin-form or absolute-form; query and fragment dropped)
+    /// into `path`. 400 for a malformed target, 403 for a NUL byte or a path that climbs above
+    /// the root.
+    public static func resolve(target: ArraySlice<UInt8>, into path: inout TargetPath) -> HTTPStatus? {
+        var t = target
+        // absolute-form: scheme "://" authority path
+        if let first = t.first, first != 47 {
+            guard let colon = t.firstIndex(of: 58), t[colon...].starts(with: [58, 47, 47]) else { return .badRequest }
+            for c in t[t.startIndex..<colon] where !(ASCII.isTokenChar(c)) { return .badRequest }
+            let afterAuthority = t[(colon + 3)...]
+            if let slash = afterAuthority.firstIndex(where: { $0 == 47 || $0 == 63 || $0 == 35 }), t[slash] == 47 {
+                t = t[slash...]
+            } else {
+                t = [47][0...]
+            }
+        }
+        if let cut = t.firstIndex(where: { $0 == 63 || $0 == 35 }) { t = t[t.startIndex..<cut] }
+        guard t.first == 47 else { return .badRequest }
+        path.encoded = t
+        path.bytes.removeAll(keepingCapacity: true)
+        path.trailingSlash = t.last == 47
+
+        // Decode into `bytes`, then normalize segments in place.
+        var i = t.startIndex
+        while i < t.endIndex {
+            var c = t[i]
+            if c == 37 {
+                guard i + 2 < t.endIndex, let hi = ASCII.hexValue(t[i + 1]), let lo = ASCII.hexValue(t[i + 2]) else { return .badRequest }
+                c = hi << 4 | lo
+                i += 3
+            } else {
+                i += 1
+            }
+            if c == 0 { return .forbidden }
+            path.bytes.append(c)
+        }
+        return normalize(&path.bytes) ? nil : .forbidden
+    }
+
+    /// Collapses "//", "/./" and "/../" in an absolute path, leaving it relative (no leading slash).
+    /// False when ".." would climb above the root.
+    private static func normalize(_ p: inout [UInt8]) -> Bool {
+        var out = 0  // write index
+        var i = 0
+        let n = p.count
+        while i < n {
+            while i < n && p[i] == 47 { i += 1 }
+            let start = i
+            while i < n && p[i] != 47 { i += 1 }
+            let len = i - start
+            if len == 0 || (len == 1 && p[start] == 46) { continue }
+            if len == 2 && p[start] == 46 && p[start + 1] == 46 {
+                if out == 0 { return false }
+                // drop the last written segment
+                var j = out - 1
+                while j > 0 && p[j - 1] != 47 { j -= 1 }
+                out = j > 0 ? j - 1 : 0
+                continue
+            }
+            if out > 0 { p[out] = 47; out += 1 }
+            for k in 0..<len { p[out + k] = p[start + k] }
+            out += len
+        }
+        p.removeLast(n - out)
+        return true
+    }
+}
