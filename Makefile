@@ -7,7 +7,7 @@ ROOT         ?= www
 APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short bench bench-tls bench-cgi clean
+.PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi clean
 
 all: build
 
@@ -44,8 +44,11 @@ unit: deps
 
 # The suite runs twice: with the server's defaults (--workers auto: one worker per CPU) and with
 # one worker. AWS_TEST_ARGS is appended to every server's arguments (Tests/awstest.py); a test's
-# own options win over it. Both passes always run; the target fails if either failed.
-# PYTEST_ARGS passes extra pytest options to both (e.g. PYTEST_ARGS="-k workers -x").
+# own options win over it. Then the short robustness runs: each fuzz target for
+# FUZZ_SHORT_SECONDS (with every crash input found so far), and a representative subset of the
+# suite under AddressSanitizer and under ThreadSanitizer. Every stage always runs; the target
+# fails if any failed. PYTEST_ARGS passes extra pytest options to the end-to-end passes (e.g.
+# PYTEST_ARGS="-k workers -x").
 PYTEST_ARGS ?=
 test: unit build plugins
 	@rc=0; \
@@ -53,8 +56,14 @@ test: unit build plugins
 	AWS_TEST_ARGS= AWS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q Tests $(PYTEST_ARGS) || rc=1; \
 	echo "=== make test: pass 2 of 2, AWS_TEST_ARGS=\"--workers 1\" ==="; \
 	AWS_TEST_ARGS="--workers 1" AWS_BIN=$(abspath $(BIN)) $(PYTHON) -m pytest -q Tests $(PYTEST_ARGS) || rc=1; \
-	if [ $$rc = 0 ]; then echo "=== make test: both passes succeeded ==="; \
-	else echo "=== make test: FAILED (see the pass above that failed) ==="; fi; \
+	echo "=== make test: fuzzing, $(FUZZ_SHORT_SECONDS) s per target ==="; \
+	$(MAKE) -s fuzz-short || rc=1; \
+	echo "=== make test: AddressSanitizer on $(ASAN_SHORT) ==="; \
+	$(MAKE) -s test-asan ASAN_TESTS="$(ASAN_SHORT)" PYTEST_ARGS= || rc=1; \
+	echo "=== make test: ThreadSanitizer on $(TSAN_SHORT) ==="; \
+	$(MAKE) -s test-tsan TSAN_TESTS="$(TSAN_SHORT)" PYTEST_ARGS= || rc=1; \
+	if [ $$rc = 0 ]; then echo "=== make test: every stage succeeded ==="; \
+	else echo "=== make test: FAILED (see the stage above that failed) ==="; fi; \
 	exit $$rc
 
 # Sanitizers: the end-to-end suite against a release binary built with AddressSanitizer (memory
@@ -64,13 +73,19 @@ test: unit build plugins
 # ThreadSanitizer runs the tests where threads meet: workers, plugin threads and reloads, the
 # control thread's watch, TLS and CGI.
 SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memory_flat and not flat_memory
-TSAN_TESTS := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
+ASAN_TESTS ?= Tests
+TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py
+# The subsets `make test` runs (about a minute of tests each): parsing, bodies, the plugin ABI
+# and streaming, and CGI under ASan; workers, reloads and the callback watch under TSan.
+ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
+              Tests/test_plugins_streaming.py Tests/test_cgi.py
+TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(abspath Tests/sanitizers/lsan.supp) \
 	  SWIFT_BACKTRACE=enable=no AWS_BIN=$(abspath .build/asan/release/aws) \
-	  $(PYTHON) -m pytest -q Tests -k "$(SANITIZER_UNFIT)" $(PYTEST_ARGS)
+	  $(PYTHON) -m pytest -q $(ASAN_TESTS) -k "$(SANITIZER_UNFIT)" $(PYTEST_ARGS)
 
 test-tsan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=thread --build-path .build/tsan
@@ -120,6 +135,11 @@ fuzz: fuzz-build
 
 fuzz-short: fuzz-build
 	$(call run-fuzzers,$(FUZZ_SHORT_SECONDS))
+
+# Slowloris: 1000 connections that never finish their head, against --header-timeout 10, while a
+# normal client keeps fetching (bench/slowloris.py prints the figures the README quotes).
+slowloris: build
+	$(PYTHON) bench/slowloris.py --bin $(BIN) --connections 1000 --header-timeout 10
 
 bench: plugins
 	bash bench/run.sh
