@@ -103,17 +103,18 @@ test-faults: build plugins
 	    $(PYTHON) -m pytest -q Tests/test_faults.py $(PYTEST_ARGS) || exit 1; \
 	done; done
 
-# Fuzzing the parsers (Tests/Fuzz): one libFuzzer binary built with AddressSanitizer, one target
-# per parser, chosen by AWS_FUZZ_TARGET. Each run starts from the seed corpus and the inputs of
+# Fuzzing the parsers (Tests/Fuzz): one libFuzzer binary built with AddressSanitizer (Swift and
+# the C callbacks of Sources/CTLS instrumented), one target per parser, chosen by AWS_FUZZ_TARGET. Each run starts from the seed corpus and the inputs of
 # every crash found so far (Tests/Fuzz/regressions, which also replay without libFuzzer), keeps
 # what it learns in .build/fuzz-corpus and writes a crashing input to .build/fuzz-crashes.
 # `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each FUZZ_SHORT_SECONDS.
-FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head
+FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls
 FUZZ_SECONDS       ?= 300
-FUZZ_SHORT_SECONDS ?= 10
+FUZZ_SHORT_SECONDS ?= 8
 FUZZ_BIN           := .build/fuzz/release/aws-fuzz
 fuzz-build: deps
-	$(SWIFT) build -c release --product aws-fuzz -Xswiftc -sanitize=fuzzer,address --build-path .build/fuzz
+	$(SWIFT) build -c release --product aws-fuzz -Xswiftc -sanitize=fuzzer,address \
+	  -Xcc -fsanitize=fuzzer-no-link,address --build-path .build/fuzz
 
 define run-fuzzers
 	@mkdir -p .build/fuzz-crashes; \

@@ -47,7 +47,7 @@ let package = Package(
         .target(name: "HelloPlugin", dependencies: ["PluginAPI"], path: "Plugins/hello"),
         // Fuzzing the parsers (`make fuzz`, a short run in `make test`): the targets, and a driver
         // whose `main` replays files when libFuzzer is not linked in.
-        .target(name: "FuzzTargets", dependencies: ["AWSParsing", "CHTTPParser"], path: "Tests/Fuzz/Targets"),
+        .target(name: "FuzzTargets", dependencies: ["AWSParsing", "CHTTPParser", "COpenSSL", "CTLS"], path: "Tests/Fuzz/Targets"),
         .executableTarget(name: "aws-fuzz", dependencies: ["FuzzTargets"], path: "Tests/Fuzz/Driver"),
         // Unit tests of the host's pure functions (`make unit`); Tests/*.py are the end-to-end suite.
         .testTarget(name: "HostTests", dependencies: ["Host", "AWSParsing"], path: "Tests/HostTests"),

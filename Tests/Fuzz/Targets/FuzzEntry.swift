@@ -16,6 +16,7 @@ let targets: [(name: String, run: FuzzTarget)] = [
     ("ranges", RangesFuzz.run),
     ("conditional", ConditionalFuzz.run),
     ("cgi-head", CGIHeadFuzz.run),
+    ("tls", TLSFuzz.run),
 ]
 
 nonisolated(unsafe) private var selected: FuzzTarget?
