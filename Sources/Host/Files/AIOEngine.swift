@@ -7,6 +7,13 @@ import Glibc
 /// A slot and its iocb belong to the engine, not to the connection that asked for the read: the
 /// kernel may write into the buffer until the completion is reaped, so a connection that goes
 /// away merely disowns its slots and the engine frees them when their completions arrive.
+///
+/// The pool grows with the load (up to `maxSlots` buffers) and shrinks back when the load goes:
+/// buffers the load did not need for two whole trim intervals (a second each, `IdleCount`,
+/// `Worker.trimPools`) are unmapped. (Issue 10, defect 8: a burst of aborted /dynamic/
+/// downloads used to leave up to 256 buffers per worker, 60–130 MiB of RSS, mapped for good.)
+/// Growing and shrinking cost an mmap or munmap per buffer, never anything per request while
+/// the pool is warm.
 final class AIOEngine: EventHandler {
     /// 4 KiB covers every logical block size O_DIRECT asks for here.
     static let alignment = 4096
@@ -17,7 +24,8 @@ final class AIOEngine: EventHandler {
 
     struct Slot {
         let iocb: UnsafeMutablePointer<iocb>
-        let buffer: UnsafeMutableRawPointer
+        /// nil once the pool gave it back while idle; a slot in use always has one.
+        var buffer: UnsafeMutableRawPointer?
         var state: SlotState = .free
         var fileOffset = 0
         /// Bytes asked of the kernel; a completion with fewer means end of file.
@@ -31,7 +39,13 @@ final class AIOEngine: EventHandler {
     private var context: io_context_t?
     let eventFD: Int32
     private var slots: [Slot] = []
+    /// Free slots with a buffer, the most recently used last (taken first, so the buffers at the
+    /// front are the ones that went unused longest: those are trimmed).
     private var freeSlots: [Int] = []
+    /// Free slots whose buffer was given back; reused (with a new buffer) before a slot is added.
+    private var bareSlots: [Int] = []
+    /// How many free buffers went unused lately.
+    private var idle = IdleCount()
     private let events: UnsafeMutablePointer<io_event>
     private let eventCapacity = 256
     /// Connections waiting for a free slot, woken in order.
@@ -51,8 +65,26 @@ final class AIOEngine: EventHandler {
     deinit {
         io_destroy(context)
         Sys.close(eventFD)
-        for s in slots { s.iocb.deallocate(); free(s.buffer) }
+        for s in slots {
+            s.iocb.deallocate()
+            if let buffer = s.buffer { AIOEngine.unmapBuffer(buffer, bufferSize) }
+        }
         events.deallocate()
+    }
+
+    /// Buffers come straight from the kernel, not from malloc: mmap gives page-aligned memory
+    /// (all O_DIRECT needs) and munmap returns it at once. From malloc (posix_memalign), the
+    /// first free of such a big chunk raises glibc's dynamic mmap threshold above 512 KiB, after
+    /// which later buffers are carved from the heap and the arenas, where a freed one in the
+    /// middle stays resident: the pool could not reliably shrink.
+    private static func mapBuffer(_ size: Int) -> UnsafeMutableRawPointer? {
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let p, p != UnsafeMutableRawPointer(bitPattern: -1) else { return nil }
+        return p
+    }
+
+    private static func unmapBuffer(_ buffer: UnsafeMutableRawPointer, _ size: Int) {
+        munmap(buffer, size)
     }
 
     // MARK: slots
@@ -63,11 +95,17 @@ final class AIOEngine: EventHandler {
         let index: Int
         if let i = freeSlots.popLast() {
             index = i
-        } else if slots.count < maxSlots {
-            var buffer: UnsafeMutableRawPointer?
-            guard posix_memalign(&buffer, AIOEngine.alignment, bufferSize) == 0, let buffer else { return nil }
-            slots.append(Slot(iocb: .allocate(capacity: 1), buffer: buffer))
-            index = slots.count - 1
+            idle.taken(leaving: freeSlots.count)
+        } else if !bareSlots.isEmpty || slots.count < maxSlots {
+            guard let buffer = AIOEngine.mapBuffer(bufferSize) else { return nil }
+            if let i = bareSlots.popLast() {
+                index = i
+                slots[index].buffer = buffer
+            } else {
+                slots.append(Slot(iocb: .allocate(capacity: 1), buffer: buffer))
+                index = slots.count - 1
+            }
+            idle.taken(leaving: 0)
         } else {
             if waiting.last?.0 !== owner || waiting.last?.1 != owner.generation {
                 waiting.append((owner, owner.generation))
@@ -98,10 +136,28 @@ final class AIOEngine: EventHandler {
         }
     }
 
+    /// Gives back the free buffers the load did not need lately: the ones that went unused
+    /// longest. Called by the worker once per trim interval; how many. None is kept warm: a
+    /// worker that served no /dynamic/ request for two seconds holds no buffer (so idle memory
+    /// does not grow with the number of workers); the next request maps two afresh, an mmap
+    /// and the page faults of what it reads, once after an idle spell.
+    @discardableResult
+    func trimIdleBuffers() -> Int {
+        let n = idle.trim(count: freeSlots.count, keeping: 0)
+        guard n > 0 else { return 0 }
+        for i in freeSlots[..<n] {
+            AIOEngine.unmapBuffer(slots[i].buffer!, bufferSize)
+            slots[i].buffer = nil
+            bareSlots.append(i)
+        }
+        freeSlots.removeFirst(n)
+        return n
+    }
+
     func state(_ index: Int) -> SlotState { slots[index].state }
     func fileOffset(_ index: Int) -> Int { slots[index].fileOffset }
     func requested(_ index: Int) -> Int { slots[index].requested }
-    func buffer(_ index: Int) -> UnsafeMutableRawPointer { slots[index].buffer }
+    func buffer(_ index: Int) -> UnsafeMutableRawPointer { slots[index].buffer! }
 
     /// Starts reading up to `bufferSize` bytes at `offset` (aligned) of `fd` into the slot; only
     /// as many aligned blocks as cover `wanted`, so a small file costs a small read.
@@ -110,7 +166,7 @@ final class AIOEngine: EventHandler {
         let align = AIOEngine.alignment
         let length = min(bufferSize, (wanted + align - 1) / align * align)
         slots[index].requested = length
-        io_prep_pread(cb, fd, slots[index].buffer, length, Int64(offset))
+        io_prep_pread(cb, fd, slots[index].buffer!, length, Int64(offset))
         io_set_eventfd(cb, eventFD)
         cb.pointee.data = UnsafeMutableRawPointer(bitPattern: index + 1)
         slots[index].fileOffset = offset
@@ -120,7 +176,7 @@ final class AIOEngine: EventHandler {
         if r == 1 { return }
         // The kernel would not queue it (-EAGAIN under pressure): read synchronously instead, so
         // the transfer goes on rather than failing.
-        let n = pread(fd, slots[index].buffer, length, off_t(offset))
+        let n = pread(fd, slots[index].buffer!, length, off_t(offset))
         slots[index].state = n >= 0 ? .ready(n) : .failed(errno)
     }
 

@@ -47,6 +47,7 @@ final class Worker: @unchecked Sendable {
     private var exchangePool: [Exchange] = []
     /// Spare exchanges kept with their buffers; past this many, returned ones are shrunk.
     private let warmExchanges = 64
+    private var lastTrim: Int64 = 0
     /// Plugin handles that are live now, by exchange slot: readable from any thread.
     let liveHandles: HandleTable
     /// The plugin routes: an immutable snapshot, replaced whole by `install` on reload.
@@ -140,6 +141,7 @@ final class Worker: @unchecked Sendable {
         date.refresh()
         for process in cgiProcesses.values { process.killIfDue(now: loop.now) }
         wheel.advance(to: loop.now)
+        if loop.now - lastTrim >= Worker.trimMillis { trimPools() }
         // Counts a burst left behind once it stopped.
         if let count = refusalLog.due(now: loop.now) { logRefusals(count) }
         if let count = openShortageLog.due(now: loop.now) { logOpenShortage(count) }
@@ -291,6 +293,21 @@ final class Worker: @unchecked Sendable {
     }
 
     func exchange(slot: Int) -> Exchange? { slot < exchanges.count ? exchanges[slot] : nil }
+
+    // MARK: memory after a burst
+
+    /// How often the pools give back what the load did not use (issue 10, defect 8).
+    static let trimMillis: Int64 = 1000
+
+    /// Once a second, on the tick (never per request): the pools keep what the load of the last
+    /// two seconds used and give back the rest (`IdleCount`), so the memory a burst took returns
+    /// when it ends — a few thousand aborted downloads used to leave the server ~100 MiB larger
+    /// for good. Idle AIO buffers are unmapped (`AIOEngine.trimIdleBuffers`).
+    private func trimPools() {
+        lastTrim = loop.now
+        let buffers = aio.trimIdleBuffers()
+        if buffers > 0 { logger.debug("idle memory given back: \(buffers) AIO buffer(s)") }
+    }
 
     // MARK: CGI programs
 
