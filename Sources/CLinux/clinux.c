@@ -8,6 +8,7 @@
 #include <linux/openat2.h>
 #include <pthread.h>
 #include <sched.h>
+#include <malloc.h>
 
 int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
     return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -52,3 +53,5 @@ int aws_cpu_count(void) {
 void aws_set_thread_name(const char *name) {
     pthread_setname_np(pthread_self(), name);
 }
+
+int aws_malloc_trim(void) { return malloc_trim(0); }

@@ -160,6 +160,46 @@ private final class Timer: Timed {
         #expect(u.fired == [2099])
     }
 
+    // A closed connection (deadline `.max`) leaves the wheel at once, so the wheel no longer
+    // keeps alive an object its owner freed; entries with a deadline stay and fire.
+    @Test func dropUnscheduledLetsGoOfEntriesWithoutADeadline() {
+        let w = wheel()
+        var closed: Timer? = Timer()
+        weak var closedRef = closed
+        closed!.deadline = 550
+        w.schedule(closed!)
+        closed!.deadline = .max
+        let live = Timer()
+        live.deadline = 550
+        w.schedule(live)
+        w.dropUnscheduled()
+        #expect(closed!.wheelTick == -1)
+        closed = nil
+        #expect(closedRef == nil)
+        step(w, from: 0, to: 600)
+        #expect(live.fired == [600])
+    }
+
+    // An entry dropped while it had no deadline is filed afresh when it gets one again (a
+    // pooled connection reused), even for a tick after the one it was dropped from (which
+    // `schedule` would otherwise leave to the dropped entry).
+    @Test func aDroppedEntryCanBeScheduledAgain() {
+        let w = wheel()
+        let t = Timer()
+        t.deadline = 550
+        w.schedule(t)
+        #expect(t.wheelTick == 6)
+        t.deadline = .max
+        w.dropUnscheduled()
+        t.deadline = 650
+        w.schedule(t)
+        #expect(t.wheelTick == 7)
+        step(w, from: 0, to: 699)
+        #expect(t.fired.isEmpty)
+        w.advance(to: 700)
+        #expect(t.fired == [700])
+    }
+
     @Test func manyTimersFireEachAtItsOwnTick() {
         let w = wheel()
         let timers = (0..<40).map { i -> Timer in

@@ -31,6 +31,11 @@ void aws_set_thread_name(const char *name);
  * its function pointers (dl.c). */
 const char *aws_dl_file_of(const void *addr);
 
+/* malloc_trim(0): gives the free pages inside every malloc arena back to the kernel (glibc's
+ * <malloc.h>, which Glibc's Swift module does not include). Walks and locks every arena in
+ * turn: call it after a burst has drained, never per request. 1 when memory was released. */
+int aws_malloc_trim(void);
+
 /* openat2(dirfd, path, O_RDONLY|O_NONBLOCK|O_CLOEXEC|extra, RESOLVE_BENEATH): the kernel refuses
  * any resolution (`..`, symlinks) that leaves dirfd. Returns -1 with errno set; ENOSYS on old kernels. */
 int aws_open_beneath(int dirfd, const char *path, int extra_flags);

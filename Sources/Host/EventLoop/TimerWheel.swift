@@ -39,6 +39,20 @@ final class TimerWheel<Entry: Timed> {
         slots[Int(t % Int64(slots.count))].append(entry)
     }
 
+    /// Drops the entries of objects that have no deadline any more (a closed connection): the
+    /// wheel would otherwise hold them until their slot comes round, up to the longest timeout
+    /// later, and an object its owner let go of would live that long. Walks every slot: for the
+    /// owner's occasional clean-up after a burst, not the hot path.
+    func dropUnscheduled() {
+        for i in slots.indices where slots[i].contains(where: { $0.deadline == .max }) {
+            slots[i].removeAll { entry in
+                guard entry.deadline == .max else { return false }
+                entry.wheelTick = -1
+                return true
+            }
+        }
+    }
+
     /// Fires every entry whose deadline has passed by `now`.
     func advance(to now: Int64) {
         let target = now / resolution

@@ -38,15 +38,24 @@ final class Worker: @unchecked Sendable {
 
     /// Plain and TLS listening sockets (one of each at most).
     private var listeners: [Listener] = []
-    /// Open connections by descriptor, and closed ones kept for reuse.
+    /// Open connections by descriptor (an entry may still name a connection since closed), and
+    /// closed ones kept for reuse.
     private var connections: [Connection?] = []
-    private var connectionPool: [Connection] = []
-    /// Every exchange this worker made, by `Exchange.slot` (plugin handles name them; never
-    /// freed, so a handle's slot always names an object), and the ones free for a new request.
-    private var exchanges: [Exchange] = []
-    private var exchangePool: [Exchange] = []
-    /// Spare exchanges kept with their buffers; past this many, returned ones are shrunk.
+    private var connectionPool = SparePool<Connection>()
+    /// Closed connections kept however long the worker idles.
+    private let warmConnections = 64
+    /// Every exchange slot this worker made, by `Exchange.slot` (plugin handles name slots), and
+    /// the exchanges free for a new request. A slot is empty (nil) once `trimPools` freed its
+    /// exchange; a new exchange takes the slot later.
+    private var exchanges: [Exchange?] = []
+    private var exchangePool = SparePool<Exchange>()
+    /// Spare exchanges kept with their buffers; past this many, returned ones are shrunk, and
+    /// spares the load did not need for a whole trim interval are freed.
     private let warmExchanges = 64
+    /// Slots emptied by `trimPools`, each with the plugin generation its exchange had reached: the
+    /// next exchange in the slot counts on from there, so a handle of an earlier request on the
+    /// slot never names a later one.
+    private var vacantSlots: [(slot: Int, pluginGeneration: UInt32)] = []
     private var lastTrim: Int64 = 0
     /// Plugin handles that are live now, by exchange slot: readable from any thread.
     let liveHandles: HandleTable
@@ -182,10 +191,10 @@ final class Worker: @unchecked Sendable {
                 refuseOverLimit(fd, secure: secure)
                 continue
             }
-            let connection = connectionPool.popLast() ?? Connection(worker: self)
+            let connection = connectionPool.take() ?? Connection(worker: self)
             guard connection.open(fd: fd, peer: peer, tls: secure ? tls : nil) else {
                 logger.error("cannot start a TLS session (out of memory?)")
-                connectionPool.append(connection)
+                connectionPool.give(connection)
                 budget.give()
                 Sys.close(fd)
                 continue
@@ -243,7 +252,7 @@ final class Worker: @unchecked Sendable {
     func connectionClosed(_ connection: Connection) {
         openConnections -= 1
         budget.give()
-        connectionPool.append(connection)
+        connectionPool.give(connection)
         if isShuttingDown && openConnections == 0 { loop.stop() }
     }
 
@@ -280,7 +289,13 @@ final class Worker: @unchecked Sendable {
 
     /// An exchange for a connection that has a request to serve.
     func takeExchange() -> Exchange {
-        if let x = exchangePool.popLast() { return x }
+        if let x = exchangePool.take() { return x }
+        if let vacant = vacantSlots.popLast() {
+            let x = Exchange(worker: self, slot: vacant.slot)
+            x.plugin.generation = vacant.pluginGeneration
+            exchanges[vacant.slot] = x
+            return x
+        }
         let x = Exchange(worker: self, slot: exchanges.count)
         exchanges.append(x)
         return x
@@ -289,7 +304,7 @@ final class Worker: @unchecked Sendable {
     func returnExchange(_ x: Exchange) {
         x.detach()
         if exchangePool.count >= warmExchanges { x.shrink() }
-        exchangePool.append(x)
+        exchangePool.give(x)
     }
 
     func exchange(slot: Int) -> Exchange? { slot < exchanges.count ? exchanges[slot] : nil }
@@ -302,11 +317,58 @@ final class Worker: @unchecked Sendable {
     /// Once a second, on the tick (never per request): the pools keep what the load of the last
     /// two seconds used and give back the rest (`IdleCount`), so the memory a burst took returns
     /// when it ends — a few thousand aborted downloads used to leave the server ~100 MiB larger
-    /// for good. Idle AIO buffers are unmapped (`AIOEngine.trimIdleBuffers`).
+    /// for good.
+    /// - Idle AIO buffers are unmapped (`AIOEngine.trimIdleBuffers`).
+    /// - Idle spare exchanges are freed, those past `warmExchanges` (each is ~12 KiB once
+    ///   shrunk: decoder, head storage, pending input, body producers). Exchanges in the pool
+    ///   are detached (their plugin and CGI requests ended before they came back), so nothing
+    ///   refers to them but the pool and their slot.
+    /// - Spare connections past `warmConnections` too: small themselves, but made one per
+    ///   accept between a burst's exchanges, each would pin a page of the freed memory around it.
+    ///   Nothing holds a closed connection but the pool, the table (by its old descriptor) and
+    ///   the timer wheel (until its slot comes round): all three let go.
+    /// - Then, when either pool shrank, `malloc_trim`: what a burst freed (exchanges, TLS
+    ///   sessions, connection buffers) lies between blocks still in use, where glibc keeps it
+    ///   (it only returns the top of a heap by itself). malloc_trim walks and locks every arena
+    ///   (4 ms after 3,000 connections here), so it runs only after a pool shrank: past its
+    ///   warm size, after two seconds unused.
+    /// malloc arenas are left at glibc's default (up to 8 per core): each worker thread takes
+    /// its own, which keeps workers off each other's locks, and malloc_trim covers them all.
     private func trimPools() {
         lastTrim = loop.now
         let buffers = aio.trimIdleBuffers()
-        if buffers > 0 { logger.debug("idle memory given back: \(buffers) AIO buffer(s)") }
+        let freedExchanges = freeIdleExchanges(), freedConnections = freeIdleConnections()
+        if freedExchanges + freedConnections > 0 { _ = aws_malloc_trim() }
+        if buffers + freedExchanges + freedConnections > 0 {
+            logger.debug("idle memory given back: \(buffers) AIO buffer(s), \(freedExchanges) exchange(s), \(freedConnections) connection(s)")
+        }
+    }
+
+    /// Frees the spare exchanges `trimPools` gives back (they are gone when this returns, before
+    /// malloc_trim); how many. From the top of the pool: the exchanges below were returned while
+    /// it was small, and kept their buffers (`returnExchange`).
+    private func freeIdleExchanges() -> Int {
+        let idle = exchangePool.trim(keeping: warmExchanges)
+        for x in idle {
+            x.shrink()
+            vacantSlots.append((x.slot, x.plugin.generation))
+            exchanges[x.slot] = nil
+        }
+        return idle.count
+    }
+
+    /// Frees the spare connections `trimPools` gives back, with the table entries that still
+    /// name them by a descriptor they no longer have and the timer wheel's entries for them
+    /// (they are gone when this returns, before malloc_trim); how many.
+    private func freeIdleConnections() -> Int {
+        let idle = connectionPool.trim(keeping: warmConnections)
+        if !idle.isEmpty {
+            for i in connections.indices where connections[i].map({ Int($0.fd) != i }) ?? false {
+                connections[i] = nil
+            }
+            wheel.dropUnscheduled()
+        }
+        return idle.count
     }
 
     // MARK: CGI programs
