@@ -108,9 +108,9 @@ test-faults: build plugins
 # every crash found so far (Tests/Fuzz/regressions, which also replay without libFuzzer), keeps
 # what it learns in .build/fuzz-corpus and writes a crashing input to .build/fuzz-crashes.
 # `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each FUZZ_SHORT_SECONDS.
-FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls
+FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls form
 FUZZ_SECONDS       ?= 300
-FUZZ_SHORT_SECONDS ?= 8
+FUZZ_SHORT_SECONDS ?= 7
 FUZZ_BIN           := .build/fuzz/release/aws-fuzz
 fuzz-build: deps
 	$(SWIFT) build -c release --product aws-fuzz -Xswiftc -sanitize=fuzzer,address \

@@ -17,10 +17,10 @@ extension Exchange {
         var wantsJSON = false
         if let q = target.firstIndex(of: 63) {
             let end = target[q...].firstIndex(of: 35) ?? target.endIndex
-            Exchange.parseForm(target[(q + 1)..<end], into: &values)
+            FormURLEncoded.parse(target[(q + 1)..<end], into: &values)
         }
         if request.method == HTTP_POST, !plugin.body.isEmpty {
-            Exchange.parseForm(plugin.body[...], into: &values)
+            FormURLEncoded.parse(plugin.body[...], into: &values)
         }
         if values["format"] == "json" { wantsJSON = true }
         for h in request.headers where request.equalsIgnoringCase(h.name, Array("accept".utf8)) {
@@ -54,30 +54,5 @@ extension Exchange {
         respond(self)
         endPluginRequest(callEnd: false)
         phase = .responding
-    }
-
-    /// application/x-www-form-urlencoded: `a=1&b=x+y`, percent-decoded, '+' as space.
-    static func parseForm(_ bytes: ArraySlice<UInt8>, into values: inout [String: String]) {
-        for pair in bytes.split(separator: 38, omittingEmptySubsequences: true) {
-            let parts = pair.split(separator: 61, maxSplits: 1, omittingEmptySubsequences: false)
-            guard let key = formDecode(parts[0]) else { continue }
-            values[key] = parts.count > 1 ? (formDecode(parts[1]) ?? "") : ""
-        }
-    }
-
-    private static func formDecode(_ s: ArraySlice<UInt8>) -> String? {
-        var out: [UInt8] = []
-        var i = s.startIndex
-        while i < s.endIndex {
-            let c = s[i]
-            if c == 43 {
-                out.append(32); i += 1
-            } else if c == 37, i + 2 < s.endIndex, let hi = ASCII.hexValue(s[i + 1]), let lo = ASCII.hexValue(s[i + 2]) {
-                out.append(hi << 4 | lo); i += 3
-            } else {
-                out.append(c); i += 1
-            }
-        }
-        return String(validating: out, as: UTF8.self)
     }
 }

@@ -17,6 +17,7 @@ let targets: [(name: String, run: FuzzTarget)] = [
     ("conditional", ConditionalFuzz.run),
     ("cgi-head", CGIHeadFuzz.run),
     ("tls", TLSFuzz.run),
+    ("form", FormFuzz.run),
 ]
 
 nonisolated(unsafe) private var selected: FuzzTarget?

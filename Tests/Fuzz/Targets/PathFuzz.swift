@@ -124,3 +124,23 @@ enum CGIHeadFuzz {
         }
     }
 }
+
+/// Form decoding (FormURLEncoded, a function endpoint's query and POST body): any bytes give a
+/// dictionary, and encoding that dictionary again (every byte but unreserved ones as %XX) and
+/// parsing it gives the same dictionary.
+enum FormFuzz {
+    static func run(_ input: UnsafeRawBufferPointer) {
+        var values: [String: String] = [:]
+        FormURLEncoded.parse(Array(input)[...], into: &values)
+        var encoded: [UInt8] = []
+        for (name, value) in values {
+            if !encoded.isEmpty { encoded.append(38) }
+            URLEncoding.appendPercentEncoded(Array(name.utf8), to: &encoded, strict: true)
+            encoded.append(61)
+            URLEncoding.appendPercentEncoded(Array(value.utf8), to: &encoded, strict: true)
+        }
+        var again: [String: String] = [:]
+        FormURLEncoded.parse(encoded[...], into: &again)
+        check(again == values, "\(values) came back as \(again)")
+    }
+}
