@@ -77,7 +77,8 @@ public struct HTTP1Decoder: ~Copyable {
         /// The head being filled, valid while `decode` runs.
         var head: UnsafeMutablePointer<RequestHead>?
         var limits = Limits(requestLine: 8192, headerBytes: 32 * 1024, headerCount: 100)
-        /// The status a head callback refused the request with (a limit).
+        /// The status a head callback refused the request with (a limit). Cleared only by `reset`:
+        /// a refused request ends its connection.
         var refusal: HTTPStatus?
     }
 

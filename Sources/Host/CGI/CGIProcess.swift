@@ -21,8 +21,10 @@ final class CGIProcess {
     private(set) var stdoutFD: Int32
     private(set) var stderrFD: Int32
     private var watched: Set<Int32> = []
-    /// The exchange reading the output, while it does (and its generation then).
-    private(set) unowned(unsafe) var exchange: Exchange?
+    /// The exchange reading the output, while it does (and its generation then). Weak: a worker
+    /// frees idle spare exchanges (`Worker.trimPools`), and a process that outlived its request
+    /// must find nil there, never freed memory.
+    private(set) weak var exchange: Exchange?
     private var exchangeGeneration: UInt32 = 0
     private(set) var exited = false
     /// When SIGKILL follows the SIGTERM of `terminate`.

@@ -1,7 +1,7 @@
-// The fuzz binary's `main` when it is built without libFuzzer: it replays the files named on the
-// command line (or every file of the directories named) through the selected target, so the
-// regression corpus runs in `make test` without a fuzzing build. Weak: a `-sanitize=fuzzer`
-// build links libFuzzer's own `main`, which takes precedence.
+// The fuzz binary's `main` when it is built without libFuzzer (as `swift build` and `swift test`
+// build every target): it replays the files named on the command line (or every file of the
+// directories named) through the selected target, e.g. a crash input under a debugger. Weak: a
+// `-sanitize=fuzzer` build links libFuzzer's own `main`, which takes precedence.
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>

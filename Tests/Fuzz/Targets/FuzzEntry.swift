@@ -2,8 +2,8 @@ import Glibc
 
 // libFuzzer's entry points. One binary holds every target; AWS_FUZZ_TARGET names the one a run
 // exercises (`make fuzz` runs each in turn). Built with `-sanitize=fuzzer,address` libFuzzer
-// supplies `main`; built plainly, Driver/main.c replays the files it is given (the regression
-// corpus in `make test`).
+// supplies `main`; built plainly, Driver/main.c replays the files it is given. (`make test` and
+// `make fuzz` replay Tests/Fuzz/regressions through the libFuzzer build, as part of the corpus.)
 
 /// A fuzz target: takes any bytes, and traps (`check`) when an invariant of the code under test
 /// does not hold. Returning normally is a pass.

@@ -6,7 +6,8 @@ import Glibc
 /// makes one (aws_tls_context_new's settings, an SNI table with an exact and a wildcard name, the
 /// ALPN and session-ticket callbacks of Sources/CTLS), fed the input as the client's bytes through
 /// memory BIOs, the handshake driven until it wants more. OpenSSL parses the records; the callbacks
-/// are ours. Any input must end in an answer or an alert, never a crash or a leak. The certificate
+/// are ours. Any input must end in an answer or an alert, never a crash, a memory error or a
+/// leak (AddressSanitizer and LeakSanitizer). The certificate
 /// under Tests/Fuzz/tls is a throwaway made for this (AWS_FUZZ_TLS_DIR to use another folder).
 enum TLSFuzz {
     nonisolated(unsafe) static var table: OpaquePointer?
