@@ -52,6 +52,20 @@ def settle_rss(pid, limit_kib, timeout=IDLE_WAIT):
         time.sleep(0.2)
 
 
+def assert_comes_back(pid, start, peak, took_mib, within_mib, burst, pool):
+    """The burst really used `pool` (its peak at least took_mib above `start`), and VmRSS is back
+    within within_mib of `start` after at most IDLE_WAIT seconds."""
+    assert peak - start > took_mib * 1024, (
+        f"{burst} took only {(peak - start) / 1024:.1f} MiB at their peak: the test did not "
+        f"exercise {pool} (start {start / 1024:.1f} MiB)")
+    bound = start + within_mib * 1024
+    rss = settle_rss(pid, bound)
+    assert rss <= bound, (
+        f"VmRSS {rss / 1024:.1f} MiB {IDLE_WAIT:g} s after {burst}, "
+        f"{(rss - start) / 1024:.1f} MiB above the {start / 1024:.1f} MiB it started at "
+        f"(peak {peak / 1024:.1f} MiB): {pool} were not given back")
+
+
 def warm_up(port):
     """One small request of each kind, so the start figure has the code and caches paged in."""
     for path in ("/static/a.txt", "/dynamic/a.txt"):
@@ -115,15 +129,8 @@ def test_aborted_big_downloads_keeps_memory_flat(make_server):
             for i, s in enumerate(socks):
                 abort(s, reset=(i + round_) % 2 == 0)
     peak = status_kib(pid, "VmHWM")
-    assert peak - start > 48 * 1024, (
-        f"the downloads took only {(peak - start) / 1024:.1f} MiB at their peak: they did not "
-        f"exercise the libaio buffers (start {start / 1024:.1f} MiB)")
-    bound = start + 12 * 1024
-    rss = settle_rss(pid, bound)
-    assert rss <= bound, (
-        f"VmRSS {rss / 1024:.1f} MiB {IDLE_WAIT:g} s after 480 aborted downloads, "
-        f"{(rss - start) / 1024:.1f} MiB above the {start / 1024:.1f} MiB it started at "
-        f"(peak {peak / 1024:.1f} MiB): the buffers were not given back")
+    assert_comes_back(pid, start, peak, took_mib=48, within_mib=12, burst="480 aborted downloads",
+                      pool="the libaio buffers")
     # And the server still serves, from fresh buffers.
     s = start_download(srv.port, BIG_DYNAMIC)
     abort(s, reset=True)
@@ -154,13 +161,6 @@ def test_burst_of_stalled_requests_keeps_memory_flat(make_server, nofile):
     finally:
         for s in socks:
             abort(s, reset=True)
-    assert peak - start > 10 * 1024, (
-        f"1,500 requests in progress took only {(peak - start) / 1024:.1f} MiB: the test did not "
-        f"exercise the exchange pool (start {start / 1024:.1f} MiB)")
-    bound = start + 6 * 1024
-    rss = settle_rss(pid, bound)
-    assert rss <= bound, (
-        f"VmRSS {rss / 1024:.1f} MiB {IDLE_WAIT:g} s after 1,500 requests were reset, "
-        f"{(rss - start) / 1024:.1f} MiB above the {start / 1024:.1f} MiB it started at "
-        f"(peak {peak / 1024:.1f} MiB): the exchanges and connections were not given back")
+    assert_comes_back(pid, start, peak, took_mib=10, within_mib=6, burst="1,500 requests reset in progress",
+                      pool="the exchanges and connections")
     assert srv.alive()
