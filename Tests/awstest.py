@@ -529,13 +529,26 @@ class Server:
     def crash_message(self, returncode) -> str | None:
         if returncode in OK_EXIT or returncode is None:
             return None
+        kept = self.keep_stderr()
         if returncode < 0:
             try:
                 what = signal.Signals(-returncode).name
             except ValueError:
                 what = f"signal {-returncode}"
-            return f"server crashed with {what}; stderr tail:\n{self.stderr()[-3000:]}"
-        return f"server exited with status {returncode}; stderr tail:\n{self.stderr()[-3000:]}"
+            return f"server crashed with {what}; whole stderr kept in {kept}; tail:\n{self.stderr()[-3000:]}"
+        return f"server exited with status {returncode}; whole stderr kept in {kept}; tail:\n{self.stderr()[-3000:]}"
+
+    def keep_stderr(self) -> str:
+        """Copies the server's whole stderr (a sanitizer's report is longer than any tail) to
+        .build/failed-servers/, which outlives the run's temporary log folders."""
+        folder = os.path.join(REPO, ".build", "failed-servers")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            dest = os.path.join(folder, f"{self.name}-{os.getpid()}-{self.starts}.stderr")
+            shutil.copyfile(self.stderr_path, dest)
+            return dest
+        except OSError as e:
+            return f"(not kept: {e})"
 
 
 # --------------------------------------------------------------------------------------
