@@ -14,7 +14,6 @@ on it): a failure names the seed, and AWS_FAULT_SEED=N reruns with another one.
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import os
 import re
@@ -87,16 +86,9 @@ STATS_MAGIC = 0x666C7473
 # The shim
 # --------------------------------------------------------------------------------------
 
-_scratch = None
-
-
 def scratch() -> str:
-    global _scratch
-    if _scratch is None:
-        _scratch = tempfile.mkdtemp(prefix="aws-faults-")
-        os.chmod(_scratch, 0o755)
-        atexit.register(shutil.rmtree, _scratch, True)
-    return _scratch
+    """The session's temporary folder (shared with the plugin helpers, removed at exit)."""
+    return pu.scratch_dir()
 
 
 _shim = None
