@@ -55,3 +55,22 @@ void aws_set_thread_name(const char *name) {
 }
 
 int aws_malloc_trim(void) { return malloc_trim(0); }
+
+#include <stdio.h>
+#include <sys/uio.h>
+
+int aws_rwf_nowait(void) { return RWF_NOWAIT; }
+
+/* A second, O_DIRECT description of an open file: reopened through /proc/self/fd, so it names
+ * the same inode whatever has happened to its path since (renamed, replaced, a symlink changed).
+ * -1 with errno set when the filesystem has no O_DIRECT (tmpfs: EINVAL) or /proc is missing. */
+int aws_reopen_direct(int fd) {
+    char path[40];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    return open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_DIRECT);
+}
+
+int aws_fd_is_direct(int fd) {
+    int flags = fcntl(fd, F_GETFL);
+    return flags >= 0 && (flags & O_DIRECT) != 0;
+}

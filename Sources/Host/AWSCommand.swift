@@ -5,6 +5,7 @@ import CLinux
 import Logging
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension DynamicIO: ExpressibleByArgument {}
 
 @main
 struct AWSCommand: ParsableCommand {
@@ -33,6 +34,8 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "After binding, switch to this user (when started as root).") var user: String?
     @Flag(help: "Answer HTTP/1.1 requests without a Host header with 400.") var strictHost = false
     @Flag(help: "List directories that have no index.html.") var autoindex = false
+    @Option(help: ArgumentHelp("How /dynamic/ files are read with libaio: auto (from the page cache when it holds them, RWF_NOWAIT, else O_DIRECT from the device) or direct (always O_DIRECT).", valueName: "auto|direct"))
+    var dynamicIo: DynamicIO = .auto
     @Option(help: ArgumentHelp("Worker threads, each with its own event loop and listening socket; auto: one per usable CPU.", valueName: "N|auto"))
     var workers: WorkerCount = .auto
     @Flag(help: "Hand a connection to the server only once it has sent data (TCP_DEFER_ACCEPT).") var deferAccept = false
@@ -138,6 +141,7 @@ struct AWSCommand: ParsableCommand {
         config.user = user
         config.strictHost = strictHost
         config.autoindex = autoindex
+        config.dynamicIO = dynamicIo
         config.workers = workers.resolved
         config.deferAccept = deferAccept
         if let tlsCert, let tlsKey {

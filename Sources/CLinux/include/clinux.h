@@ -19,6 +19,12 @@
 
 int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len);   /* NONBLOCK | CLOEXEC */
 int aws_o_direct(void);
+/* RWF_NOWAIT for an iocb's aio_rw_flags: a buffered read that would block fails with EAGAIN. */
+int aws_rwf_nowait(void);
+/* An O_DIRECT descriptor for the file open as fd (via /proc/self/fd), or -1 with errno. */
+int aws_reopen_direct(int fd);
+/* Whether fd was opened with O_DIRECT. */
+int aws_fd_is_direct(int fd);
 int aws_msg_more(void);
 int aws_tcp_defer_accept(void);
 int aws_so_reuseport(void);

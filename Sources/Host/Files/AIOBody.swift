@@ -1,6 +1,17 @@
+import CLinux
+import Glibc
+
 /// The body of a `/dynamic/` response (or a plugin's AIO file part): read with libaio into the
 /// worker's aligned buffers and written to the socket, the next read in flight while the
 /// previous buffer is sent.
+///
+/// Each read first asks the page cache (`RWF_NOWAIT` on the buffered descriptor, finished inside
+/// `io_submit`); whatever the cache does not hold — the whole range (`EAGAIN`) or its tail (a
+/// short read) — is read again from the device through an O_DIRECT descriptor, asynchronously.
+/// So a cached file goes at page-cache speed and a cold one never blocks the loop; after a miss,
+/// `PageCacheWarmer` reads the rest of the range into the cache off the loop, for the requests
+/// that follow (O_DIRECT reads bypass the cache and would leave the file cold for good).
+/// `--dynamic-io direct` skips the first step: every read goes to the device.
 final class AIOBody: BodyProducer {
     /// Reads kept in flight per transfer: one being sent, one being filled.
     static let depth = 2
@@ -11,6 +22,14 @@ final class AIOBody: BodyProducer {
     private var nextRead = 0
     /// Engine slots of this transfer, in file order.
     private var slots: [Int] = []
+    /// Ask the page cache first (false: `--dynamic-io direct`, or a descriptor that is O_DIRECT).
+    private var fromCache = true
+    /// The O_DIRECT descriptor of a region with no cache entry (a plugin's part), opened at the
+    /// first miss and closed with the body; `unopened` until then, -1 if there can be none.
+    private var ownDirectFD: Int32 = AIOBody.unopened
+    private static let unopened: Int32 = -2
+    /// The rest of the range was handed to `PageCacheWarmer` after this transfer's first miss.
+    private var warmed = false
 
     init(exchange: Exchange) {
         self.exchange = exchange
@@ -21,22 +40,92 @@ final class AIOBody: BodyProducer {
     func prepare() {
         nextRead = region.offset & ~(AIOEngine.alignment - 1)
         slots.removeAll(keepingCapacity: true)
+        fromCache = exchange.worker.config.dynamicIO == .auto
+        warmed = false
+        // A plugin's descriptor may be O_DIRECT already: RWF_NOWAIT on it would be a device
+        // read, and one queued without an eventfd. Read it as what it is.
+        if region.cacheEntry == nil && aws_fd_is_direct(region.fd) != 0 {
+            fromCache = false
+            ownDirectFD = region.fd
+        }
     }
+
+    /// For a small body: reads it now and appends it to `out` (after the head) so that head and
+    /// body leave in one send, as a small static file does. False when the page cache did not
+    /// hold all of it; the read then goes on from the device and `produce` sends it.
+    func appendIfCached(to out: inout [UInt8]) -> Bool {
+        guard fromCache else { return false }
+        startReads()
+        guard let slot = slots.first, case .ready(let count) = exchange.worker.aio.state(slot) else { return false }
+        let engine = exchange.worker.aio
+        let start = engine.fileOffset(slot)
+        guard start + count >= region.end else { return false }
+        out.append(contentsOf: UnsafeRawBufferPointer(start: engine.buffer(slot) + (region.offset - start), count: region.end - region.offset))
+        region.offset = region.end
+        return true
+    }
+
+    /// Fills the pipeline up to `depth` reads (fewer when the engine has no free buffer: it
+    /// calls back when one frees up).
+    private func startReads() {
+        let engine = exchange.worker.aio
+        while slots.count < AIOBody.depth && nextRead < region.end {
+            guard let slot = engine.acquire(for: exchange) else { return }
+            slots.append(slot)
+            read(slot, at: nextRead, wanted: region.end - nextRead)
+            nextRead += engine.requested(slot)
+        }
+    }
+
+    /// Starts one read into `slot`: from the page cache first unless told otherwise; an
+    /// immediate miss goes straight on to the device.
+    private func read(_ slot: Int, at offset: Int, wanted: Int) {
+        let engine = exchange.worker.aio
+        if fromCache {
+            engine.read(slot, fd: region.fd, offset: offset, wanted: wanted, fromCache: true)
+            guard case .failed(let error) = engine.state(slot), AIOBody.isCacheMiss(error) else { return }
+        }
+        readFromDevice(slot, at: offset, wanted: wanted)
+    }
+
+    private func readFromDevice(_ slot: Int, at offset: Int, wanted: Int) {
+        if fromCache && !warmed {
+            // This request reads from the device; the next ones should find the file cached.
+            warmed = true
+            PageCacheWarmer.shared.warm(region.fd, offset: offset, length: region.end - offset)
+        }
+        let direct = directFD
+        // A filesystem without O_DIRECT (tmpfs) keeps its files in memory: read them buffered.
+        exchange.worker.aio.read(slot, fd: direct >= 0 ? direct : region.fd, offset: offset, wanted: wanted, fromCache: false)
+    }
+
+    private var directFD: Int32 {
+        if let entry = region.cacheEntry { return entry.directFD }
+        if ownDirectFD == AIOBody.unopened { ownDirectFD = AIOBody.reopenDirect(region.fd) }
+        return ownDirectFD
+    }
+
+    /// What `RWF_NOWAIT` answers when the data is not (all) in the page cache, or when the
+    /// filesystem cannot tell.
+    private static func isCacheMiss(_ error: Int32) -> Bool { error == EAGAIN || error == EOPNOTSUPP }
+
+    /// An O_DIRECT descriptor for `fd`'s file, or -1 when the filesystem has none.
+    static func reopenDirect(_ fd: Int32) -> Int32 { aws_reopen_direct(fd) }
 
     func produce(_ pump: BodyPump) -> Progress {
         let engine = exchange.worker.aio
         while true {
-            while slots.count < AIOBody.depth && nextRead < region.end {
-                guard let slot = engine.acquire(for: exchange) else { break }
-                engine.read(slot, fd: region.fd, offset: nextRead, wanted: region.end - nextRead)
-                nextRead += engine.requested(slot)
-                slots.append(slot)
-            }
+            startReads()
             guard let slot = slots.first else { return region.offset >= region.end ? .done : .waiting }
             switch engine.state(slot) {
             case .free, .reading:
                 return .waiting
             case .failed(let error):
+                if engine.isFromCache(slot) && AIOBody.isCacheMiss(error) {
+                    // Nothing of this range was cached: the same range from the device.
+                    readFromDevice(slot, at: engine.fileOffset(slot), wanted: min(engine.requested(slot), region.end - engine.fileOffset(slot)))
+                    continue
+                }
                 exchange.worker.logger.error("aio read failed", metadata: ["errno": "\(error)", "peer": "\(exchange.connection.peerDescription)"])
                 return .failed
             case .ready(let count):
@@ -53,9 +142,18 @@ final class AIOBody: BodyProducer {
                     region.offset += sent
                     continue
                 }
+                let requestedEnd = start + engine.requested(slot)
                 if available < region.end && count < engine.requested(slot) {
-                    exchange.worker.logger.error("file shrank during a transfer", metadata: ["peer": "\(exchange.connection.peerDescription)"])
-                    return .failed
+                    guard engine.isFromCache(slot) else {
+                        exchange.worker.logger.error("file shrank during a transfer", metadata: ["peer": "\(exchange.connection.peerDescription)"])
+                        return .failed
+                    }
+                    // The page cache held only the front of this range: the rest from the
+                    // device, into the same buffer (all of it has been sent), from the last
+                    // aligned offset (a cached read stops at a page boundary; EOF is not here).
+                    let resume = available & ~(AIOEngine.alignment - 1)
+                    readFromDevice(slot, at: resume, wanted: min(requestedEnd, region.end) - resume)
+                    continue
                 }
                 slots.removeFirst()
                 engine.release(slot)
@@ -70,6 +168,8 @@ final class AIOBody: BodyProducer {
     func release() {
         for slot in slots { exchange.worker.aio.release(slot) }
         slots.removeAll(keepingCapacity: true)
+        if ownDirectFD >= 0 && ownDirectFD != region.fd { Sys.close(ownDirectFD) }
+        ownDirectFD = AIOBody.unopened
         region.release(exchange.worker.fileCache)
     }
 }

@@ -1,8 +1,18 @@
 import CAIO
+import CLinux
 import Glibc
 
 /// libaio for one worker: one io_context, one eventfd in the worker's epoll, and a pool of
 /// aligned read buffers ("slots") reused across requests.
+///
+/// Two kinds of read go through it (`read`):
+/// - **from the page cache**: a buffered descriptor with `RWF_NOWAIT`. The kernel copies cached
+///   pages inside `io_submit` and posts the completion before returning, so the engine reaps it
+///   at once (`io_getevents` with a zero timeout) and the caller finds the slot `.ready` — no
+///   eventfd, no trip through epoll. Where a page is not cached, the read stops there: short, or
+///   `-EAGAIN` if it got nothing. It never waits for the disk.
+/// - **from the device**: an O_DIRECT descriptor, truly asynchronous; the completion wakes the
+///   loop through the eventfd.
 ///
 /// A slot and its iocb belong to the engine, not to the connection that asked for the read: the
 /// kernel may write into the buffer until the completion is reaped, so a connection that goes
@@ -27,6 +37,9 @@ final class AIOEngine: EventHandler {
         /// nil once the pool gave it back while idle; a slot in use always has one.
         var buffer: UnsafeMutableRawPointer?
         var state: SlotState = .free
+        /// The read was `RWF_NOWAIT` on a buffered descriptor: a short count or EAGAIN means the
+        /// page cache ran out, not the file.
+        var fromCache = false
         var fileOffset = 0
         /// Bytes asked of the kernel; a completion with fewer means end of file.
         var requested = 0
@@ -50,6 +63,11 @@ final class AIOEngine: EventHandler {
     private let eventCapacity = 256
     /// Connections waiting for a free slot, woken in order.
     private var waiting: [(Exchange, UInt32)] = []
+    /// Device reads of other exchanges reaped while reaping a page-cache read: their owners are
+    /// told from `handleEvents` (their eventfd signal is still pending), never from inside
+    /// another exchange's send.
+    private var reapedForOthers: [(index: Int, owner: Exchange, generation: UInt32)] = []
+    private let nowaitFlag = aws_rwf_nowait()
 
     init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256) throws(SyscallError) {
         self.bufferSize = bufferSize
@@ -155,35 +173,85 @@ final class AIOEngine: EventHandler {
     }
 
     func state(_ index: Int) -> SlotState { slots[index].state }
+    func isFromCache(_ index: Int) -> Bool { slots[index].fromCache }
     func fileOffset(_ index: Int) -> Int { slots[index].fileOffset }
     func requested(_ index: Int) -> Int { slots[index].requested }
     func buffer(_ index: Int) -> UnsafeMutableRawPointer { slots[index].buffer! }
 
     /// Starts reading up to `bufferSize` bytes at `offset` (aligned) of `fd` into the slot; only
     /// as many aligned blocks as cover `wanted`, so a small file costs a small read.
-    func read(_ index: Int, fd: Int32, offset: Int, wanted: Int) {
+    ///
+    /// `fromCache`: `fd` is buffered and the read must not wait (`RWF_NOWAIT`); it has finished
+    /// when this returns (`.ready`, possibly short, or `.failed(EAGAIN)`: nothing cached). Else
+    /// `fd` is O_DIRECT (or a filesystem without it) and the completion arrives later.
+    func read(_ index: Int, fd: Int32, offset: Int, wanted: Int, fromCache: Bool) {
         let cb = slots[index].iocb
         let align = AIOEngine.alignment
         let length = min(bufferSize, (wanted + align - 1) / align * align)
         slots[index].requested = length
         io_prep_pread(cb, fd, slots[index].buffer!, length, Int64(offset))
-        io_set_eventfd(cb, eventFD)
+        if fromCache {
+            cb.pointee.aio_rw_flags = UInt32(nowaitFlag)
+        } else {
+            io_set_eventfd(cb, eventFD)
+        }
         cb.pointee.data = UnsafeMutableRawPointer(bitPattern: index + 1)
         slots[index].fileOffset = offset
+        slots[index].fromCache = fromCache
         slots[index].state = .reading
         var list: UnsafeMutablePointer<iocb>? = cb
         let r = io_submit(context, 1, &list)
-        if r == 1 { return }
-        // The kernel would not queue it (-EAGAIN under pressure): read synchronously instead, so
-        // the transfer goes on rather than failing.
+        if r == 1 {
+            if fromCache { reap(submitted: index) }
+            return
+        }
+        if fromCache {
+            // Not queued (EAGAIN: the ring is full; EOPNOTSUPP: no RWF_NOWAIT on this
+            // filesystem): the caller reads this range from the device instead.
+            slots[index].state = .failed(r < 0 ? Int32(-r) : EAGAIN)
+            return
+        }
+        // The kernel would not queue a device read (-EAGAIN under pressure): read synchronously
+        // instead, so the transfer goes on rather than failing.
         let n = pread(fd, slots[index].buffer!, length, off_t(offset))
         slots[index].state = n >= 0 ? .ready(n) : .failed(errno)
+    }
+
+    /// Collects the completion of the page-cache read just submitted, which the kernel posted
+    /// before `io_submit` returned, and whatever device reads completed meanwhile.
+    private func reap(submitted: Int) {
+        var zero = timespec()
+        let n = io_getevents(context, 0, eventCapacity, events, &zero)
+        var found = false
+        for i in 0..<max(Int(n), 0) {
+            let index = Int(bitPattern: events[i].data) - 1
+            let res = Int64(bitPattern: UInt64(events[i].res))
+            slots[index].state = res >= 0 ? .ready(Int(res)) : .failed(Int32(-res))
+            if index == submitted { found = true; continue }
+            guard let owner = slots[index].owner, owner.generation == slots[index].ownerGeneration, owner.isAttached else {
+                release(index)
+                continue
+            }
+            reapedForOthers.append((index, owner, slots[index].ownerGeneration))
+        }
+        if !found {
+            // Not posted synchronously after all (a filesystem that queues buffered reads): it
+            // carries no eventfd, so look for it on the next pass of the loop.
+            Sys.signalEventfd(eventFD)
+        }
     }
 
     // MARK: completions
 
     func handleEvents(_ interest: Epoll.Interest) {
         _ = Sys.drainEventfd(eventFD)
+        if !reapedForOthers.isEmpty {
+            for (index, owner, generation) in reapedForOthers
+            where slots[index].owner === owner && slots[index].ownerGeneration == generation && owner.generation == generation {
+                owner.aioCompleted(index)
+            }
+            reapedForOthers.removeAll(keepingCapacity: true)
+        }
         var zero = timespec()
         while true {
             let n = io_getevents(context, 0, eventCapacity, events, &zero)

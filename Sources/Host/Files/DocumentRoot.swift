@@ -33,18 +33,18 @@ final class DocumentRoot: Sendable {
         var isRegular: Bool { (info.st_mode & S_IFMT) == S_IFREG }
     }
 
-    /// Opens `path` beneath the root. `direct` asks for O_DIRECT (falling back to buffered I/O
-    /// where the filesystem refuses it).
-    func open(_ path: inout TargetPath, direct: Bool = false) -> Result<OpenFile, Failure> {
+    /// Opens `path` beneath the root (buffered: a /dynamic/ read that misses the page cache gets
+    /// an O_DIRECT descriptor of its own, `AIOBody.reopenDirect`).
+    func open(_ path: inout TargetPath) -> Result<OpenFile, Failure> {
         path.cString.removeAll(keepingCapacity: true)
         if path.bytes.isEmpty { path.cString.append(46) } else { path.cString.append(contentsOf: path.bytes) }
         path.cString.append(0)
         var fd: Int32 = path.cString.withUnsafeBufferPointer { p in
-            p.withMemoryRebound(to: CChar.self) { openBeneath($0.baseAddress!, direct: direct) }
+            p.withMemoryRebound(to: CChar.self) { aws_open_beneath(self.fd, $0.baseAddress!, 0) }
         }
         if fd < 0 && (errno == EXDEV || errno == ENOSYS) {
             fd = path.cString.withUnsafeBufferPointer { p in
-                p.withMemoryRebound(to: CChar.self) { openChecked($0.baseAddress!, direct: direct) }
+                p.withMemoryRebound(to: CChar.self) { openChecked($0.baseAddress!) }
             }
         }
         if fd < 0 {
@@ -61,16 +61,8 @@ final class DocumentRoot: Sendable {
         return .success(OpenFile(fd: fd, info: st))
     }
 
-    private func openBeneath(_ rel: UnsafePointer<CChar>, direct: Bool) -> Int32 {
-        if direct {
-            let fd = aws_open_beneath(self.fd, rel, aws_o_direct())
-            if fd >= 0 || errno != EINVAL { return fd }
-        }
-        return aws_open_beneath(self.fd, rel, 0)
-    }
-
     /// The slow path for absolute symlinks: canonicalize and require the result to stay inside.
-    private func openChecked(_ rel: UnsafePointer<CChar>, direct: Bool) -> Int32 {
+    private func openChecked(_ rel: UnsafePointer<CChar>) -> Int32 {
         let full = realPath == "/" ? "/" + String(cString: rel) : realPath + "/" + String(cString: rel)
         guard let resolved = realpath(full, nil) else { return -1 }
         defer { free(resolved) }
@@ -79,12 +71,7 @@ final class DocumentRoot: Sendable {
             errno = EXDEV
             return -1
         }
-        let flags = O_RDONLY | O_NONBLOCK | O_CLOEXEC
-        if direct {
-            let fd = Glibc.open(resolved, flags | aws_o_direct())
-            if fd >= 0 || errno != EINVAL { return fd }
-        }
-        return Glibc.open(resolved, flags)
+        return Glibc.open(resolved, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
     }
 
     /// Opens `name` inside an already-open directory (index.html lookups): nil when there is no

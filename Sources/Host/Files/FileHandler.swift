@@ -13,7 +13,7 @@ extension Exchange {
         }
         var dynamic = path.isDynamic
         let cache = worker.fileCache
-        if let entry = cache.lookup(&path, direct: dynamic, root: worker.root, now: worker.loop.now) {
+        if let entry = cache.lookup(&path, dynamic: dynamic, root: worker.root, now: worker.loop.now) {
             if path.trailingSlash {  // "/file.txt/" names a directory that is not there
                 respondWithError(.notFound)
                 return
@@ -26,14 +26,14 @@ extension Exchange {
         if isDirectoryTarget {
             // "/dir/" is answered by dir/index.html, cached under that name.
             indexPath.setIndex(of: path)
-            if let entry = cache.lookup(&indexPath, direct: false, root: worker.root, now: worker.loop.now) {
+            if let entry = cache.lookup(&indexPath, dynamic: false, root: worker.root, now: worker.loop.now) {
                 respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
                                            contentType: entry.contentType, dynamic: false, cached: entry))
                 return
             }
         }
         var file: DocumentRoot.OpenFile
-        switch worker.root.open(&path, direct: dynamic) {
+        switch worker.root.open(&path) {
         case .failure(.status(let status)):
             if status == .serviceUnavailable { worker.noteOpenShortage() }
             respondWithError(status)
@@ -48,7 +48,7 @@ extension Exchange {
             return
         }
         if file.isRegular {
-            let entry = cache.insert(path.bytes, file: file, direct: dynamic, contentType: contentType, now: worker.loop.now)
+            let entry = cache.insert(path.bytes, file: file, dynamic: dynamic, contentType: contentType, now: worker.loop.now)
             respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
                                        contentType: contentType, dynamic: dynamic, cached: entry))
             return
@@ -78,7 +78,7 @@ extension Exchange {
             Sys.close(file.fd)
             let html = MediaTypes.type(forPath: indexPath.bytes[...])
             if index.isRegular {
-                let entry = cache.insert(indexPath.bytes, file: index, direct: false, contentType: html, now: worker.loop.now)
+                let entry = cache.insert(indexPath.bytes, file: index, dynamic: false, contentType: html, now: worker.loop.now)
                 respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
                                            contentType: html, dynamic: false, cached: entry))
                 return
@@ -168,6 +168,10 @@ extension Exchange {
         if dynamic {
             aioBody.region = region
             aioBody.prepare()
+            if range.count <= OpenFileCache.smallFileLimit && aioBody.appendIfCached(to: &pump.out) {
+                aioBody.release()
+                return
+            }
             pump.start(aioBody)
         } else {
             sendfileBody.region = region

@@ -9,8 +9,12 @@ import Glibc
 /// longer matches.
 final class OpenFileCache {
     final class Entry {
+        /// Buffered (never O_DIRECT): sendfile for static files, libaio reads with RWF_NOWAIT for
+        /// /dynamic/ ones (served from the page cache when the pages are there).
         let fd: Int32
-        let direct: Bool
+        /// A /dynamic/ file: no `contents` (every byte goes through libaio), and `directFD` for
+        /// the reads the page cache cannot serve.
+        let dynamic: Bool
         fileprivate(set) var info: stat
         fileprivate(set) var validators: Validators
         let contentType: [UInt8]
@@ -22,10 +26,15 @@ final class OpenFileCache {
         /// Responses sending from `fd` right now; an evicted entry closes it when this is 0.
         fileprivate var users = 0
         fileprivate var evicted = false
+        /// The same file opened O_DIRECT, for a /dynamic/ read that missed the page cache: opened
+        /// at the first miss, so a file that is always cached never costs a second descriptor.
+        /// `unopened` until then; -1 when the filesystem has none (tmpfs).
+        private var direct: Int32 = Entry.unopened
+        private static let unopened: Int32 = -2
 
-        fileprivate init(fd: Int32, direct: Bool, info: stat, contentType: [UInt8], now: Int64) {
+        fileprivate init(fd: Int32, dynamic: Bool, info: stat, contentType: [UInt8], now: Int64) {
             self.fd = fd
-            self.direct = direct
+            self.dynamic = dynamic
             self.info = info
             self.validators = Validators(info)
             self.contentType = contentType
@@ -34,9 +43,21 @@ final class OpenFileCache {
             loadContents()
         }
 
+        /// The O_DIRECT descriptor of this file, or -1 when there can be none.
+        var directFD: Int32 {
+            if direct == Entry.unopened { direct = AIOBody.reopenDirect(fd) }
+            return direct
+        }
+
+        fileprivate func close() {
+            Sys.close(fd)
+            if direct >= 0 { Sys.close(direct) }
+            direct = Entry.unopened
+        }
+
         fileprivate func loadContents() {
             let size = Int(info.st_size)
-            guard !direct, size <= OpenFileCache.smallFileLimit else { contents = nil; return }
+            guard !dynamic, size <= OpenFileCache.smallFileLimit else { contents = nil; return }
             var bytes = [UInt8](repeating: 0, count: size)
             let n = bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress, size, 0) }
             contents = n == size ? bytes : nil
@@ -44,7 +65,7 @@ final class OpenFileCache {
     }
 
     private var buffered: [[UInt8]: Entry] = [:]
-    private var direct: [[UInt8]: Entry] = [:]
+    private var dynamic: [[UInt8]: Entry] = [:]
     private let capacity: Int
     private let revalidateMillis: Int64 = 1000
     /// Static files up to this size are answered from memory, head and body in one send.
@@ -55,8 +76,8 @@ final class OpenFileCache {
     init(capacity: Int = 1024) { self.capacity = capacity }
 
     /// A still-valid entry for the path, or nil (then open the file and `insert` it).
-    func lookup(_ path: inout TargetPath, direct wantsDirect: Bool, root: DocumentRoot, now: Int64) -> Entry? {
-        guard let entry = wantsDirect ? direct[path.bytes] : buffered[path.bytes] else { return nil }
+    func lookup(_ path: inout TargetPath, dynamic wantsDynamic: Bool, root: DocumentRoot, now: Int64) -> Entry? {
+        guard let entry = wantsDynamic ? dynamic[path.bytes] : buffered[path.bytes] else { return nil }
         if now - entry.statAt < statMillis { return entry }
         entry.statAt = now
         var st = stat()
@@ -66,7 +87,7 @@ final class OpenFileCache {
         }
         if now - entry.checkedAt >= revalidateMillis {
             // The name may now lead elsewhere: re-resolve it beneath the root.
-            switch root.open(&path, direct: wantsDirect) {
+            switch root.open(&path) {
             case .success(let fresh):
                 Sys.close(fresh.fd)
                 guard fresh.info.st_ino == st.st_ino, fresh.info.st_dev == st.st_dev else {
@@ -89,10 +110,10 @@ final class OpenFileCache {
     }
 
     /// Takes ownership of an opened regular file's descriptor.
-    func insert(_ path: [UInt8], file: DocumentRoot.OpenFile, direct isDirect: Bool, contentType: [UInt8], now: Int64) -> Entry {
-        if buffered.count + direct.count >= capacity { evictIdle() }
-        let entry = Entry(fd: file.fd, direct: isDirect, info: file.info, contentType: contentType, now: now)
-        if isDirect { direct[path] = entry } else { buffered[path] = entry }
+    func insert(_ path: [UInt8], file: DocumentRoot.OpenFile, dynamic isDynamic: Bool, contentType: [UInt8], now: Int64) -> Entry {
+        if buffered.count + dynamic.count >= capacity { evictIdle() }
+        let entry = Entry(fd: file.fd, dynamic: isDynamic, info: file.info, contentType: contentType, now: now)
+        if isDynamic { dynamic[path] = entry } else { buffered[path] = entry }
         return entry
     }
 
@@ -100,22 +121,22 @@ final class OpenFileCache {
 
     func release(_ entry: Entry) {
         entry.users -= 1
-        if entry.evicted && entry.users == 0 { Sys.close(entry.fd) }
+        if entry.evicted && entry.users == 0 { entry.close() }
     }
 
     private func evict(_ key: [UInt8], _ entry: Entry) {
-        if entry.direct { direct[key] = nil } else { buffered[key] = nil }
+        if entry.dynamic { dynamic[key] = nil } else { buffered[key] = nil }
         entry.evicted = true
-        if entry.users == 0 { Sys.close(entry.fd) }
+        if entry.users == 0 { entry.close() }
     }
 
     private func evictIdle() {
         for (key, entry) in buffered where entry.users == 0 { evict(key, entry) }
-        for (key, entry) in direct where entry.users == 0 { evict(key, entry) }
+        for (key, entry) in dynamic where entry.users == 0 { evict(key, entry) }
     }
 
     deinit {
-        for e in buffered.values where e.users == 0 { Sys.close(e.fd) }
-        for e in direct.values where e.users == 0 { Sys.close(e.fd) }
+        for e in buffered.values where e.users == 0 { e.close() }
+        for e in dynamic.values where e.users == 0 { e.close() }
     }
 }

@@ -17,6 +17,8 @@ struct Config: Sendable {
     var user: String?
     var strictHost = false
     var autoindex = false
+    /// How /dynamic/ files are read (`--dynamic-io`).
+    var dynamicIO = DynamicIO.auto
     /// Worker threads, each with its own loop and listener (`--workers`, default: usable CPUs).
     var workers = 1
     /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
@@ -58,6 +60,14 @@ struct Config: Sendable {
     /// Request lines are info-level lines: on with the default level, and always when a file is
     /// named for them (`--access-log FILE --log-level warning` keeps the file, quiets stderr).
     var accessLogEnabled: Bool { accessLogPath != nil || logLevel <= .info }
+}
+
+/// `--dynamic-io`: every /dynamic/ byte is read with libaio either way.
+enum DynamicIO: String, Sendable {
+    /// From the page cache (buffered, `RWF_NOWAIT`) where it holds the data, else O_DIRECT.
+    case auto
+    /// Always O_DIRECT: every read goes to the device.
+    case direct
 }
 
 /// `--cgi-dir`, `--cgi-script`, `--cgi-env`, `--cgi-timeout`, `--cgi-max`.
