@@ -194,6 +194,10 @@ def test_echo_body_over_max_body_is_413():
     ("?name=Ada", "Hello, Ada!\n"),
     ("?name=J%C3%BCrgen+M", "Hello, Jürgen M!\n"),
     ("?x=1&name=B%26B", "Hello, B&B!\n"),
+    ("?name=", "Hello, !\n"),
+    ("?names=x&name=Z", "Hello, Z!\n"),
+    ("?name=%FFok", "Hello, \ufffdok!\n"),
+    ("?name=" + "a" * 200, "Hello, " + "a" * 200 + "!\n"),
 ])
 def test_hello(srv, query, expected):
     need(srv, "hello")
@@ -202,6 +206,13 @@ def test_hello(srv, query, expected):
     assert r.body == expected.encode(), r
     assert r.media_type == "text/plain", r
     assert r.content_length == len(expected.encode()), r
+
+
+@pytest.mark.parametrize("name", ["a" * 201, "%C3%BC" * 101, "%FF" * 67])
+def test_hello_name_too_long(srv, name):
+    need(srv, "hello")
+    r, complete = pu.http(srv.port, "GET", "/hello?name=" + name)
+    assert complete and r.status == 414, r
 
 
 def test_hello_head_and_post(srv):

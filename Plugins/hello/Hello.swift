@@ -12,45 +12,91 @@ private func abiHeader<T>(_ type: T.Type) -> aws_abi_header {
                    abi_minor: UInt16(AWS_PLUGIN_ABI_MINOR), struct_size: UInt32(MemoryLayout<T>.size), reserved: 0)
 }
 
-/// The value of `key` in a query string, percent-decoded ('+' is a space).
-private func queryValue(_ query: UnsafeRawBufferPointer, _ key: String) -> String? {
-    for pair in query.split(separator: UInt8(ascii: "&")) {
-        let parts = pair.split(separator: UInt8(ascii: "="), maxSplits: 1, omittingEmptySubsequences: false)
-        guard parts.count == 2, parts[0].elementsEqual(key.utf8) else { continue }
-        var bytes: [UInt8] = []
-        var i = parts[1].startIndex
-        while i < parts[1].endIndex {
-            let c = parts[1][i]
-            if c == UInt8(ascii: "%"), i + 2 < parts[1].endIndex,
-               let v = UInt8(String(decoding: parts[1][(i + 1)...(i + 2)], as: UTF8.self), radix: 16) {
-                bytes.append(v); i += 3
-            } else {
-                bytes.append(c == UInt8(ascii: "+") ? 32 : c); i += 1
+/// Percent-decodes the value of `name` in a query string into `out` ('+' is a space): the number
+/// of bytes written, -1 when there is no such key, nil when it does not fit. Works on the bytes in
+/// place: the request costs no allocation in the plugin (a Swift String per request would).
+private func decodeName(_ query: UnsafeRawBufferPointer, into out: UnsafeMutableBufferPointer<UInt8>) -> Int? {
+    var pairStart = 0
+    while pairStart <= query.count {
+        var pairEnd = pairStart
+        while pairEnd < query.count && query[pairEnd] != UInt8(ascii: "&") { pairEnd += 1 }
+        if pairEnd - pairStart >= 5 && query[pairStart] == UInt8(ascii: "n") && query[pairStart + 1] == UInt8(ascii: "a")
+            && query[pairStart + 2] == UInt8(ascii: "m") && query[pairStart + 3] == UInt8(ascii: "e")
+            && query[pairStart + 4] == UInt8(ascii: "=") {
+            var n = 0
+            var i = pairStart + 5
+            while i < pairEnd {
+                guard n < out.count else { return nil }
+                let c = query[i]
+                if c == UInt8(ascii: "%"), i + 2 < pairEnd, let hi = hexValue(query[i + 1]), let lo = hexValue(query[i + 2]) {
+                    out[n] = hi << 4 | lo
+                    i += 3
+                } else {
+                    out[n] = c == UInt8(ascii: "+") ? 32 : c
+                    i += 1
+                }
+                n += 1
             }
+            return n
         }
-        return String(decoding: bytes, as: UTF8.self)
+        pairStart = pairEnd + 1
     }
-    return nil
+    return -1
+}
+
+private func hexValue(_ c: UInt8) -> UInt8? {
+    switch c {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): return c - UInt8(ascii: "0")
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): return c - UInt8(ascii: "a") + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): return c - UInt8(ascii: "A") + 10
+    default: return nil
+    }
 }
 
 private func str(_ s: StaticString) -> aws_str {
     aws_str(ptr: UnsafeRawPointer(s.utf8Start).assumingMemoryBound(to: CChar.self), len: s.utf8CodeUnitCount)
 }
 
+private let maxName = 200
+
 private let onRequest: @convention(c) (aws_request, UnsafePointer<aws_request_view>?, UnsafeMutableRawPointer?) -> Int32 = { req, view, _ in
     guard let view else { return 500 }
     let q = view.pointee.query
-    let name = q.ptr.flatMap { queryValue(UnsafeRawBufferPointer(start: $0, count: q.len), "name") } ?? "world"
-    guard name.utf8.count <= 200 else { return 414 }
-    var greeting = "Hello, \(name)!\n"
-    _ = host.pointee.add_header(req, str("Content-Type"), str("text/plain; charset=utf-8"))
-    greeting.withUTF8 { bytes in
-        // release == nil: the host copies the bytes before send_part returns.
-        var part = aws_part(kind: UInt32(AWS_PART_MEMORY), flags: 0, data: UnsafeRawPointer(bytes.baseAddress),
-                            length: bytes.count, fd: -1, offset: 0, release: nil, release_ctx: nil)
+    let query = UnsafeRawBufferPointer(start: q.ptr, count: q.ptr == nil ? 0 : q.len)
+    // "Hello, " + name + "!\n", built on the stack: release == nil makes the host copy the bytes
+    // before send_part returns.
+    return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 7 + maxName + 2) { buffer in
+        let prefix: StaticString = "Hello, "
+        UnsafeMutableRawBufferPointer(buffer).copyMemory(from: UnsafeRawBufferPointer(start: prefix.utf8Start, count: 7))
+        let nameArea = UnsafeMutableBufferPointer(rebasing: buffer[7..<(7 + maxName)])
+        // A decoded name longer than maxName bytes is too long whatever it holds (repairing
+        // invalid UTF-8 never makes it shorter).
+        guard var n = decodeName(query, into: nameArea) else { return 414 }
+        if n < 0 {
+            for (i, c) in "world".utf8.enumerated() { nameArea[i] = c }
+            n = 5
+        }
+        // Not UTF-8: the replacement characters a Swift String would show (the rare, slow path).
+        if let repaired = repairedUTF8(UnsafeBufferPointer(rebasing: nameArea[..<n])) {
+            guard repaired.count <= maxName else { return 414 }
+            for (i, c) in repaired.enumerated() { nameArea[i] = c }
+            n = repaired.count
+        }
+        buffer[7 + n] = UInt8(ascii: "!")
+        buffer[8 + n] = UInt8(ascii: "\n")
+        _ = host.pointee.add_header(req, str("Content-Type"), str("text/plain; charset=utf-8"))
+        var part = aws_part(kind: UInt32(AWS_PART_MEMORY), flags: 0, data: UnsafeRawPointer(buffer.baseAddress),
+                            length: 9 + n, fd: -1, offset: 0, release: nil, release_ctx: nil)
         _ = host.pointee.send_part(req, &part)
+        return host.pointee.finish(req)
     }
-    return host.pointee.finish(req)
+}
+
+/// nil when `bytes` are valid UTF-8; else the bytes with each invalid sequence replaced by U+FFFD.
+private func repairedUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
+    if bytes.allSatisfy({ $0 < 0x80 }) { return nil }
+    let repaired = Array(String(decoding: bytes, as: UTF8.self).utf8)
+    return repaired.elementsEqual(bytes) ? nil : repaired
 }
 
 nonisolated(unsafe) private let handler: UnsafeMutablePointer<aws_handler> = {
