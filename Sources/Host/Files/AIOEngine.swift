@@ -8,8 +8,8 @@ import Glibc
 /// Two kinds of read go through it (`read`):
 /// - **from the page cache**: a buffered descriptor with `RWF_NOWAIT`. The kernel copies cached
 ///   pages inside `io_submit` and posts the completion before returning, so the engine reaps it
-///   at once (`io_getevents` with a zero timeout) and the caller finds the slot `.ready` — no
-///   eventfd, no trip through epoll. Where a page is not cached, the read stops there: short, or
+///   at once from the completion ring (`aws_aio_reap`: the ring is shared memory, no system
+///   call) and the caller finds the slot `.ready` — no eventfd, no trip through epoll. Where a page is not cached, the read stops there: short, or
 ///   `-EAGAIN` if it got nothing. It never waits for the disk.
 /// - **from the device**: an O_DIRECT descriptor, truly asynchronous; the completion wakes the
 ///   loop through the eventfd.
@@ -220,8 +220,7 @@ final class AIOEngine: EventHandler {
     /// Collects the completion of the page-cache read just submitted, which the kernel posted
     /// before `io_submit` returned, and whatever device reads completed meanwhile.
     private func reap(submitted: Int) {
-        var zero = timespec()
-        let n = io_getevents(context, 0, eventCapacity, events, &zero)
+        let n = takeCompletions()
         var found = false
         for i in 0..<max(Int(n), 0) {
             let index = Int(bitPattern: events[i].data) - 1
@@ -252,9 +251,8 @@ final class AIOEngine: EventHandler {
             }
             reapedForOthers.removeAll(keepingCapacity: true)
         }
-        var zero = timespec()
         while true {
-            let n = io_getevents(context, 0, eventCapacity, events, &zero)
+            let n = takeCompletions()
             if n <= 0 { return }
             for i in 0..<Int(n) {
                 let index = Int(bitPattern: events[i].data) - 1
@@ -263,6 +261,15 @@ final class AIOEngine: EventHandler {
             }
             if n < eventCapacity { return }
         }
+    }
+
+    /// Completions waiting in the ring, into `events`: read straight from the ring the kernel
+    /// shares with us (no system call), or with io_getevents where its layout is unknown.
+    private func takeCompletions() -> Int {
+        let n = aws_aio_reap(context, events, Int32(eventCapacity))
+        if n >= 0 { return Int(n) }
+        var zero = timespec()
+        return Int(io_getevents(context, 0, eventCapacity, events, &zero))
     }
 
     private func complete(_ index: Int, result: Int64) {
