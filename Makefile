@@ -4,7 +4,7 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils
+APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc
 PYTHON       ?= python3
 
 .PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
@@ -69,10 +69,12 @@ test: unit build plugins
 # Sanitizers: the end-to-end suite against a release binary built with AddressSanitizer (memory
 # errors abort the server, leaks are reported at exit: either fails the test that stops it) or
 # ThreadSanitizer (a data race makes the server exit 66 at the end, which fails its test). Tests
-# that measure memory or count system calls mean nothing under a sanitizer and are left out.
+# that measure memory or count system calls or heap allocations mean nothing under a sanitizer
+# and are left out.
 # ThreadSanitizer runs the tests where threads meet: workers, plugin threads and reloads, the
 # control thread's watch, TLS and CGI.
-SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memory_flat and not flat_memory
+SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memory_flat and not flat_memory \
+                   and not allocations
 ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py

@@ -1,0 +1,166 @@
+"""Heap allocations per keep-alive request (issue 11, item 5).
+
+The server runs with the counting shim Tests/alloc/malloc_count.c preloaded (compiled here with
+the system C compiler into the session's scratch folder): every malloc, calloc, realloc that
+moves, posix_memalign, aligned_alloc ... of every thread adds to counters in a file
+(MALLOC_COUNT_FILE). bench/allocations.py's measure() sends WARMUP keep-alive requests over
+CONNECTIONS persistent connections, reads the counters, sends REQUESTS more over the same
+connections and reads them again: the difference over REQUESTS is the figure per request.
+
+The server runs like the benchmarks run it (bench/run.sh): --log-level warning, so no access-log
+line per request (nginx: access_log off). Paths measured: a 1 KiB and a 64 KiB file under
+static/ (one send from the open-file cache; header then sendfile) and under dynamic/ (libaio),
+and the Swift example plugin hello (GET /hello?name=x).
+
+Bounds: the static path must not allocate in steady state (at most STATIC_MAX_PER_REQUEST, room
+for a rare timer or pool refill, no more). The dynamic and plugin bounds are the module
+constants below. The figures are printed (pytest -s) and written to .build/allocations.json
+(one entry per AWS_TEST_ARGS pass), which bench/README.md points to.
+
+First a sanity check: the counters moved while the server started, so the preload is active
+(a shim that counts nothing would pass every bound).
+
+Every test name contains "allocations": the sanitizer runs leave them out (Makefile
+SANITIZER_UNFIT); a sanitizer brings its own allocator, which the preload cannot see.
+"""
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import awstest
+import pluginutil as pu
+
+sys.path.insert(0, os.path.join(awstest.REPO, "bench"))
+import allocations  # noqa: E402  (bench/allocations.py)
+
+SHIM_SOURCE = os.path.join(awstest.REPO, "Tests", "alloc", "malloc_count.c")
+RESULTS = os.path.join(awstest.REPO, ".build", "allocations.json")
+
+REQUESTS = 20000
+WARMUP = 2000
+CONNECTIONS = 8
+
+# The static path's goal is 0 allocations per request in steady state.
+STATIC_MAX_PER_REQUEST = 0.01
+# Provisional bounds, just above what the binary measured when this test was written (dynamic
+# 1.0 per request for 1 KiB and 64 KiB, the hello plugin 5.0; that binary's static path 1.0 as
+# well). The dynamic path is being rewritten: set the final values then (its goal is 0, like
+# static; a plugin's own allocations are its business, the host's share should be 0).
+DYNAMIC_MAX_PER_REQUEST = 1.05
+PLUGIN_MAX_PER_REQUEST = 5.5
+
+# name -> (request target, bound per request)
+PATHS = {
+    "static 1 KiB": ("/static/1k.bin", STATIC_MAX_PER_REQUEST),
+    "static 64 KiB": ("/static/64k.bin", STATIC_MAX_PER_REQUEST),
+    "dynamic 1 KiB": ("/dynamic/1k.bin", DYNAMIC_MAX_PER_REQUEST),
+    "dynamic 64 KiB": ("/dynamic/64k.bin", DYNAMIC_MAX_PER_REQUEST),
+    "plugin hello": ("/hello?name=x", PLUGIN_MAX_PER_REQUEST),
+}
+
+
+def build_shim(out_dir: str) -> str:
+    cc = shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        pytest.skip("no C compiler (cc, gcc or clang) to build the malloc-counting shim")
+    out = os.path.join(out_dir, "malloc_count.so")
+    cmd = [cc, "-O2", "-Wall", "-shared", "-fPIC", "-pthread", "-o", out, SHIM_SOURCE]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        pytest.fail(f"building the shim failed:\n{' '.join(cmd)}\n{r.stdout}{r.stderr}", pytrace=False)
+    return out
+
+
+def make_root() -> str:
+    root = pu.new_dir("alloc-root-")
+    for kind in ("static", "dynamic"):
+        os.makedirs(os.path.join(root, kind))
+        for name, size in (("1k.bin", 1024), ("64k.bin", 64 * 1024)):
+            with open(os.path.join(root, kind, name), "wb") as f:
+                f.write(awstest.content(f"alloc/{kind}/{name}", size))
+    return root
+
+
+@pytest.fixture(scope="module")
+def counted():
+    """A server with the shim preloaded and the hello plugin if it can be had: (server,
+    counter file, counters right after start-up)."""
+    work = pu.new_dir("alloc-")
+    shim = build_shim(work)
+    counter = os.path.join(work, "counters")
+    plugins = {}
+    if pu.example_available("hello"):
+        try:
+            plugins["hello"] = pu.example_plugin("hello")
+        except BaseException:  # the plugin test reports why (skip or fail); the rest run
+            pass
+    args = ["--plugins", pu.plugin_folder(plugins), "--log-level", "warning"]
+    srv = awstest.Server(make_root(), args=args, log_dir=pu.new_dir("alloc-log-"), name="alloc")
+    with awstest.running(srv, env={"LD_PRELOAD": shim, "MALLOC_COUNT_FILE": counter}):
+        srv.loaded = set(plugins)
+        at_start = allocations.read_counters(counter) if os.path.exists(counter) else None
+        yield srv, counter, at_start
+
+
+def record(name: str, result: dict) -> None:
+    """Adds one figure to .build/allocations.json, under this pass's AWS_TEST_ARGS."""
+    extra = os.environ.get("AWS_TEST_ARGS", "")
+    try:
+        with open(RESULTS) as f:
+            data = json.load(f)
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    data.setdefault("runs", {})
+    key = extra or "(defaults)"
+    run = data["runs"].get(key)
+    binary = awstest.aws_bin()
+    if not run or run.get("binary") != binary or run.get("pid") != os.getpid():
+        run = {"binary": binary, "aws_test_args": extra, "pid": os.getpid(), "paths": {}}
+        data["runs"][key] = run
+    run["measured_at"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    run["paths"][name] = result
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    tmp = RESULTS + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, RESULTS)
+
+
+def test_allocations_preload_is_counting(counted):
+    srv, counter, at_start = counted
+    assert at_start is not None, \
+        f"the shim did not create its counter file {counter}: is LD_PRELOAD reaching the server?"
+    a, f, b = at_start
+    print(f"\nallocations while the server started: {a} allocations, {f} frees, {b} bytes")
+    assert a > 0 and b > 0, (f"the counters did not move while the server started ({at_start}): "
+                             f"the shim is not counting, every bound would pass trivially")
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_allocations_per_request(counted, name):
+    srv, counter, _ = counted
+    target, bound = PATHS[name]
+    if target.startswith("/hello"):
+        pu.example_plugin("hello")   # skips (not written) or fails (not built) like the other tests
+        assert "hello" in srv.loaded, "the hello plugin could not be prepared"
+    try:
+        result = allocations.measure(awstest.HOST, srv.port, counter, target, REQUESTS, WARMUP,
+                                     CONNECTIONS, [])
+    except allocations.MeasureError as e:
+        pytest.fail(f"{name} ({target}): {e}\nserver stderr tail:\n{srv.stderr()[-3000:]}",
+                    pytrace=False)
+    record(name, result)
+    line = (f"{name}: {result['per_request']:.4f} allocations per request ({result['allocations']} "
+            f"allocations, {result['frees']} frees, {result['bytes']} bytes in {result['requests']} "
+            f"keep-alive requests)")
+    print("\nallocations " + line)
+    assert result["per_request"] <= bound, f"{line}: more than {bound} per request"
