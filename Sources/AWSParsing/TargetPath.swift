@@ -8,12 +8,14 @@ public struct TargetPath {
     public var cString: [UInt8] = []
     /// The target's path ended in "/".
     public var trailingSlash = false
-    /// Bytes of the original (still encoded) path, for redirects.
-    public var encoded: ArraySlice<UInt8> = []
+    /// Bytes of the original (still encoded) path, for directory listings. A copy in a buffer
+    /// reused across requests, not a slice of the request's head: a slice kept here would share
+    /// the head's storage, and the next request's reset would then allocate a new one.
+    public var encoded: [UInt8] = []
 
     public static let indexName: [UInt8] = Array("index.html".utf8)
 
-    public init() { bytes.reserveCapacity(256); cString.reserveCapacity(257) }
+    public init() { bytes.reserveCapacity(256); cString.reserveCapacity(257); encoded.reserveCapacity(256) }
 
     @inlinable public var isDynamic: Bool { firstSegmentIs("dynamic") }
 
@@ -24,7 +26,8 @@ public struct TargetPath {
         if !bytes.isEmpty { bytes.append(47) }
         bytes.append(contentsOf: TargetPath.indexName)
         trailingSlash = false
-        encoded = dir.encoded
+        encoded.removeAll(keepingCapacity: true)
+        encoded.append(contentsOf: dir.encoded)
     }
 
     @inlinable @inline(__always) public func firstSegmentIs(_ name: StaticString) -> Bool {
@@ -54,7 +57,8 @@ public struct TargetPath {
         }
         if let cut = t.firstIndex(where: { $0 == 63 || $0 == 35 }) { t = t[t.startIndex..<cut] }
         guard t.first == 47 else { return .badRequest }
-        path.encoded = t
+        path.encoded.removeAll(keepingCapacity: true)
+        path.encoded.append(contentsOf: t)
         path.bytes.removeAll(keepingCapacity: true)
         path.trailingSlash = t.last == 47
 

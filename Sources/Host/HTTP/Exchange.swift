@@ -607,7 +607,10 @@ final class Exchange {
     private func logAccess() {
         requestLogged = true
         guard let logger = worker.accessLogger else { return }
-        var line = logLine
+        // Taken out of the exchange while it is filled (a copy would share the buffer, and
+        // removeAll would then allocate a new one every request).
+        var line: [UInt8] = []
+        swap(&line, &logLine)
         line.removeAll(keepingCapacity: true)
         connection.peer.append(to: &line)
         line.append(ascii: " \"")
