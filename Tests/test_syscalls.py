@@ -103,3 +103,68 @@ def test_strace_sendfile_for_static_io_submit_for_dynamic(docroot, make_server, 
     assert r.status == 200 and sha256(r.body) == sha256(docroot.files[path]), r
     assert wait_for(lambda: counts()[0] > sf2, 3), f"no sendfile( after GET {path}"
     assert settled()[1] == io2, "io_submit on a static fetch"
+
+
+# Issue 11: a small response — a static file, a cached dynamic file, a plugin's part with finish in
+# one callback — leaves in exactly one send, head and body together; a keep-alive request costs one
+# recv and that send (and, for /dynamic/, the io_submit that reads it: its completion is taken from
+# the shared ring, no io_getevents).
+SMALL_RESPONSE_REQUESTS = 40
+
+
+@pytest.mark.parametrize("target,reads", [
+    ("/static/f_4095.bin", 0),
+    ("/dynamic/f_4095.bin", 1),
+    ("/hello?name=syscalls", 0),
+])
+def test_small_response_is_one_send_per_request(docroot, make_server, log_dir, target, reads):
+    from awstest import REPO, connect, read_response
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed (make test installs it)")
+    plugins = os.path.join(REPO, "Plugins")
+    if target.startswith("/hello") and not os.path.exists(os.path.join(plugins, "hello.so")):
+        pytest.fail("Plugins/hello.so is missing: make test builds it (make plugins)")
+    log = os.path.join(log_dir, "strace-small.log")
+    if os.path.exists(log):
+        os.remove(log)
+    srv = make_server(args=["--plugins", plugins], name="strace-small",
+                      prefix=["strace", "-f", "-qq", "-e", "trace=sendto,sendfile,writev,recvfrom,io_submit,io_getevents",
+                              "-e", "signal=none", "-o", log], ready_timeout=20)
+    s = connect(srv.port)
+    request = f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode()
+    try:
+        for _ in range(5):  # warm: open-file cache, page cache, exchange pool
+            s.sendall(request)
+            assert read_response(s).status == 200
+
+        def text():
+            with open(log, errors="replace") as f:
+                return f.read()
+
+        def settled():
+            prev = None
+            for _ in range(40):
+                now = text()
+                if now == prev:
+                    return now
+                prev = now
+                time.sleep(0.1)
+            return prev
+
+        before = len(settled())
+        for _ in range(SMALL_RESPONSE_REQUESTS):
+            s.sendall(request)
+            r = read_response(s)
+            assert r.status == 200, r
+    finally:
+        s.close()
+    calls = [line.split(None, 1)[1] for line in settled()[before:].splitlines() if " " in line]
+    # The close at the end adds a recvfrom of 0 bytes; the calls of the requests come before it.
+    count = {name: sum(1 for c in calls if c.startswith(name + "(")) for name in
+             ("sendto", "sendfile", "writev", "io_submit", "io_getevents")}
+    assert count["sendto"] == SMALL_RESPONSE_REQUESTS, (count, calls[:12])
+    assert count["sendfile"] == count["writev"] == 0, count
+    assert count["io_submit"] == reads * SMALL_RESPONSE_REQUESTS, count
+    assert count["io_getevents"] == 0, count
+    recvs = sum(1 for c in calls if c.startswith("recvfrom("))
+    assert SMALL_RESPONSE_REQUESTS <= recvs <= SMALL_RESPONSE_REQUESTS + 2, (recvs, calls[:12])

@@ -163,5 +163,12 @@ final class MemoryBody: BodyProducer {
         return .done
     }
 
+    /// Appends the bytes not yet sent to `out` (which then sends them); the body is done.
+    func append(to out: inout [UInt8]) {
+        guard let base, offset < end else { return }
+        out.append(contentsOf: UnsafeRawBufferPointer(start: base + offset, count: end - offset))
+        offset = end
+    }
+
     func release() { base = nil }
 }
