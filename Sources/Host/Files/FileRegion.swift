@@ -24,7 +24,14 @@ struct FileRegion {
 }
 
 /// A static file body: sendfile(2) from the open descriptor, zero copy.
+///
+/// At most `chunk` bytes per call, like lighttpd: while the receiver keeps draining the socket, one
+/// unbounded call can run for tens of milliseconds (39 MB in one call was seen on loopback),
+/// holding the socket's lock — the ACKs that open the window queue up behind it and the transfer
+/// turns bursty — and starving every other connection of the worker meanwhile.
 final class SendfileBody: BodyProducer {
+    static let chunk = 256 * 1024
+
     unowned(unsafe) let worker: Worker
     var region = FileRegion()
 
@@ -33,7 +40,7 @@ final class SendfileBody: BodyProducer {
     func produce(_ pump: BodyPump) -> Progress {
         while region.offset < region.end {
             do {
-                guard let n = try pump.sendFile(region.fd, offset: &region.offset, count: min(region.remaining, 1 << 30)) else { return .blocked }
+                guard let n = try pump.sendFile(region.fd, offset: &region.offset, count: min(region.remaining, SendfileBody.chunk)) else { return .blocked }
                 if n == 0 { return .failed }  // the file shrank under us
             } catch {
                 return .failed
