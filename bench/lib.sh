@@ -209,11 +209,12 @@ free_port() {     # sets FREE_PORT to a port nothing listens on (20000-29999, be
 CFG_WORKERS=1
 PHASE=""   # names the server logs of a start: w1, w2, ... (run.sh: idle; tls.sh: probe)
 
+NGINX_NAME=nginx   # the folder (T/NAME) of the next write_nginx_conf: run.sh also runs nginx-aio
 write_nginx_conf() {   # write_nginx_conf ERROR-LOG-LEVEL WORKER-CONNECTIONS [MAIN-LINE] <SERVER-BLOCK
-  # T/nginx/nginx.conf with CFG_WORKERS workers, MAIN-LINE (if any) in the main context and
-  # the server block read from stdin inside the http block both scripts share; checked with
+  # T/NGINX_NAME/nginx.conf with CFG_WORKERS workers, MAIN-LINE (if any) in the main context
+  # and the server block read from stdin inside the http block both scripts share; checked with
   # nginx -t. Sets CMD.
-  local d="$T/nginx" level=$1 conns=$2 main=${3:-} master=off
+  local d="$T/$NGINX_NAME" level=$1 conns=$2 main=${3:-} master=off
   if (( CFG_WORKERS > 1 )); then master=on; fi   # worker_processes needs the master process
   mkdir -p "$d"/{client_body,proxy,fastcgi,uwsgi,scgi}
   {
@@ -363,7 +364,8 @@ add_rows() {
 run_rounds() {   # run_rounds N MEASURE SERVER... — ROUNDS rounds with N workers
   # Each workload that runs at N, on every server in turn (so a slow drift of the machine hits
   # all alike), the server order reversed on every other round: MEASURE SERVER WORKLOAD KEY,
-  # then a check that the server is still there. Sets ROUND.
+  # then a check that the server is still there (if not: the script's server_died, or stop).
+  # Sets ROUND.
   local n=$1 measure=$2 i j id key s
   shift 2
   local -a servers=("$@") order=()
@@ -377,8 +379,13 @@ run_rounds() {   # run_rounds N MEASURE SERVER... — ROUNDS rounds with N worke
       id=${WL_ID[$i]}; key="$id@$n"
       if (( n > 1 && WL_MULTI[i] == 0 )); then continue; fi
       for s in "${order[@]}"; do
+        [[ -n ${PID[$s]:-} ]] || continue   # left out after it died (server_died)
         "$measure" "$s" "$id" "$key"
-        kill -0 "${PID[$s]}" 2>/dev/null || die "$s died during $key (logs in $T/$s; rerun with BENCH_KEEP=1)"
+        if ! kill -0 "${PID[$s]}" 2>/dev/null; then
+          # A script may define server_died SERVER KEY to go on without that server.
+          if declare -F server_died >/dev/null; then server_died "$s" "$key"
+          else die "$s died during $key (logs in $T/$s; rerun with BENCH_KEEP=1)"; fi
+        fi
       done
     done
   done
@@ -386,12 +393,13 @@ run_rounds() {   # run_rounds N MEASURE SERVER... — ROUNDS rounds with N worke
 
 # ---------------------------------------------------------------- report
 median() {  # median "V1 V2 ..." METRIC — marks "!" / "~" carried over; "-" if none is a number
+  # (one decimal for mib, two for alloc, none for the others)
   awk -v m="$2" '{ n = 0; bad = ""; low = ""
       for (i = 1; i <= NF; i++) { v = $i; if (v ~ /!/) bad = "!"; if (v ~ /~/) low = "~"; gsub(/[!~%]/, "", v)
         if (v ~ /^[0-9.]+$/) { x = v + 0; for (j = n; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x; n++ } }
       if (n == 0) { print "-"; exit }
       med = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      printf (m == "mib" ? "%.1f" : "%.0f") "%s%s\n", med, bad, low }
+      printf (m == "mib" ? "%.1f" : m == "alloc" ? "%.2f" : "%.0f") "%s%s\n", med, bad, low }
     END { if (NR == 0) print "-" }' <<<"$1"
 }
 ratio() {   # ratio A B — the marks "!", "~" and "*" on either figure carry over to the ratio
