@@ -76,6 +76,10 @@ final class EventLoop: @unchecked Sendable {
     /// Called on the loop thread after every batch of events (like ae's beforesleep).
     func afterEachBatch(_ body: @escaping () -> Void) { batchHandlers.append(body) }
 
+    /// True when work queued for the after-batch handlers is waiting (a tick handler queued it,
+    /// after they ran): the next wait then only polls.
+    var mustNotSleep: () -> Bool = { false }
+
     /// Thread-safe: runs `work` on the loop thread soon.
     func post(_ work: @escaping @Sendable () -> Void) {
         postedWork.append(work)
@@ -111,7 +115,7 @@ final class EventLoop: @unchecked Sendable {
         thread.store(WorkerThread.current, ordering: .relaxed)
         running = true
         while running {
-            let untilTick = max(0, lastTick + tickMillis - now)
+            let untilTick = mustNotSleep() ? 0 : max(0, lastTick + tickMillis - now)
             var woke = false
             try epoll.wait(timeoutMillis: Int32(untilTick)) { fd, events in
                 if !woke {  // deadlines set while handling these events count from now

@@ -17,6 +17,8 @@ final class AIOBody: BodyProducer {
     static let depth = 2
 
     unowned(unsafe) let exchange: Exchange
+    /// The worker's engine, looked up once (not through exchange.worker on every step).
+    private unowned(unsafe) let engine: AIOEngine
     var region = FileRegion()
     /// Next (aligned) file offset to read.
     private var nextRead = 0
@@ -33,15 +35,18 @@ final class AIOBody: BodyProducer {
 
     init(exchange: Exchange) {
         self.exchange = exchange
+        engine = exchange.worker.aio
         slots.reserveCapacity(AIOBody.depth)
     }
 
-    /// Call after setting `region`.
-    func prepare() {
+    /// Call after setting `region`. `withHead`: a small body (one read) that the head waits for,
+    /// so that both leave in one send (`holdsHead`), as a small static file does.
+    func prepare(withHead: Bool = false) {
         nextRead = region.offset & ~(AIOEngine.alignment - 1)
         slots.removeAll(keepingCapacity: true)
         fromCache = exchange.worker.config.dynamicIO == .auto
         warmed = false
+        joinsHead = withHead && region.remaining <= engine.bufferSize - AIOEngine.alignment
         // A plugin's descriptor may be O_DIRECT already: RWF_NOWAIT on it would be a device
         // read, and one queued without an eventfd. Read it as what it is.
         if region.cacheEntry == nil && aws_fd_is_direct(region.fd) != 0 {
@@ -50,25 +55,49 @@ final class AIOBody: BodyProducer {
         }
     }
 
-    /// For a small body: reads it now and appends it to `out` (after the head) so that head and
-    /// body leave in one send, as a small static file does. False when the page cache did not
-    /// hold all of it; the read then goes on from the device and `produce` sends it.
-    func appendIfCached(to out: inout [UInt8]) -> Bool {
-        guard fromCache else { return false }
+    /// The head waits in the pump's buffer until this body's one read is in.
+    private var joinsHead = false
+    var holdsHead: Bool { joinsHead }
+
+    /// For `joinsHead`: the read, from the cache or else the device; once it is in, its bytes go
+    /// after the head in the pump's buffer and the body is done.
+    private func appendToHead(_ pump: BodyPump) -> Progress {
         startReads()
-        guard let slot = slots.first, case .ready(let count) = exchange.worker.aio.state(slot) else { return false }
-        let engine = exchange.worker.aio
-        let start = engine.fileOffset(slot)
-        guard start + count >= region.end else { return false }
-        out.append(contentsOf: UnsafeRawBufferPointer(start: engine.buffer(slot) + (region.offset - start), count: region.end - region.offset))
-        region.offset = region.end
-        return true
+        guard let slot = slots.first else { return .waiting }  // no buffer free yet
+        while true {
+            switch engine.state(slot) {
+            case .free, .reading:
+                return .waiting
+            case .failed(let error):
+                guard engine.isFromCache(slot) && AIOBody.isCacheMiss(error) else {
+                    exchange.worker.logger.error("aio read failed", metadata: ["errno": "\(error)", "peer": "\(exchange.connection.peerDescription)"])
+                    return .failed
+                }
+                // A device read may finish at once (read synchronously when io_submit refuses it).
+                readFromDevice(slot, at: engine.fileOffset(slot), wanted: region.end - engine.fileOffset(slot))
+            case .ready(let count):
+                let start = engine.fileOffset(slot)
+                guard start + count >= region.end else {
+                    guard engine.isFromCache(slot) else {
+                        exchange.worker.logger.error("file shrank during a transfer", metadata: ["peer": "\(exchange.connection.peerDescription)"])
+                        return .failed
+                    }
+                    // Only part of it was cached: all of it again from the device (it is small,
+                    // and the buffer must hold the whole body).
+                    readFromDevice(slot, at: start, wanted: region.end - start)
+                    continue
+                }
+                pump.out.append(contentsOf: UnsafeRawBufferPointer(start: engine.buffer(slot) + (region.offset - start), count: region.end - region.offset))
+                region.offset = region.end
+                joinsHead = false
+                return .done
+            }
+        }
     }
 
     /// Fills the pipeline up to `depth` reads (fewer when the engine has no free buffer: it
     /// calls back when one frees up).
     private func startReads() {
-        let engine = exchange.worker.aio
         while slots.count < AIOBody.depth && nextRead < region.end {
             guard let slot = engine.acquire(for: exchange) else { return }
             slots.append(slot)
@@ -80,12 +109,12 @@ final class AIOBody: BodyProducer {
     /// Starts one read into `slot`: from the page cache first unless told otherwise; an
     /// immediate miss goes straight on to the device.
     private func read(_ slot: Int, at offset: Int, wanted: Int) {
-        let engine = exchange.worker.aio
         if fromCache {
+            // Submitted with the loop pass's other cache reads; a miss shows at completion.
             engine.read(slot, fd: region.fd, offset: offset, wanted: wanted, fromCache: true)
-            guard case .failed(let error) = engine.state(slot), AIOBody.isCacheMiss(error) else { return }
+        } else {
+            readFromDevice(slot, at: offset, wanted: wanted)
         }
-        readFromDevice(slot, at: offset, wanted: wanted)
     }
 
     private func readFromDevice(_ slot: Int, at offset: Int, wanted: Int) {
@@ -96,7 +125,7 @@ final class AIOBody: BodyProducer {
         }
         let direct = directFD
         // A filesystem without O_DIRECT (tmpfs) keeps its files in memory: read them buffered.
-        exchange.worker.aio.read(slot, fd: direct >= 0 ? direct : region.fd, offset: offset, wanted: wanted, fromCache: false)
+        engine.read(slot, fd: direct >= 0 ? direct : region.fd, offset: offset, wanted: wanted, fromCache: false)
     }
 
     private var directFD: Int32 {
@@ -113,7 +142,7 @@ final class AIOBody: BodyProducer {
     static func reopenDirect(_ fd: Int32) -> Int32 { aws_reopen_direct(fd) }
 
     func produce(_ pump: BodyPump) -> Progress {
-        let engine = exchange.worker.aio
+        if joinsHead { return appendToHead(pump) }
         while true {
             startReads()
             guard let slot = slots.first else { return region.offset >= region.end ? .done : .waiting }
@@ -166,8 +195,9 @@ final class AIOBody: BodyProducer {
 
     /// Slots with reads in flight stay the engine's until their completions are reaped.
     func release() {
-        for slot in slots { exchange.worker.aio.release(slot) }
+        for slot in slots { engine.release(slot) }
         slots.removeAll(keepingCapacity: true)
+        joinsHead = false
         if ownDirectFD >= 0 && ownDirectFD != region.fd { Sys.close(ownDirectFD) }
         ownDirectFD = AIOBody.unopened
         region.release(exchange.worker.fileCache)

@@ -6,11 +6,14 @@ import Glibc
 /// aligned read buffers ("slots") reused across requests.
 ///
 /// Two kinds of read go through it (`read`):
-/// - **from the page cache**: a buffered descriptor with `RWF_NOWAIT`. The kernel copies cached
-///   pages inside `io_submit` and posts the completion before returning, so the engine reaps it
-///   at once from the completion ring (`aws_aio_reap`: the ring is shared memory, no system
-///   call) and the caller finds the slot `.ready` — no eventfd, no trip through epoll. Where a page is not cached, the read stops there: short, or
-///   `-EAGAIN` if it got nothing. It never waits for the disk.
+/// - **from the page cache**: a buffered descriptor with `RWF_NOWAIT`. These reads are queued
+///   and submitted together once per pass of the event loop (`submitDeferred`, after the batch of
+///   events that asked for them): one `io_submit` for all the requests of a batch. The kernel
+///   copies cached pages inside `io_submit` and posts the completions before it returns, so the
+///   engine takes them at once from the completion ring (`aws_aio_reap`: shared memory, no system
+///   call) and tells their exchanges — no eventfd, no further trip through epoll. Where a page is
+///   not cached, a read stops there: short, or `-EAGAIN` if it got nothing. It never waits for
+///   the disk.
 /// - **from the device**: an O_DIRECT descriptor, truly asynchronous; the completion wakes the
 ///   loop through the eventfd.
 ///
@@ -63,10 +66,14 @@ final class AIOEngine: EventHandler {
     private let eventCapacity = 256
     /// Connections waiting for a free slot, woken in order.
     private var waiting: [(Exchange, UInt32)] = []
-    /// Device reads of other exchanges reaped while reaping a page-cache read: their owners are
-    /// told from `handleEvents` (their eventfd signal is still pending), never from inside
-    /// another exchange's send.
-    private var reapedForOthers: [(index: Int, owner: Exchange, generation: UInt32)] = []
+    /// Page-cache reads waiting for the end of the loop pass (`submitDeferred`).
+    private var deferred: [UnsafeMutablePointer<iocb>?] = []
+    /// Page-cache reads submitted and not yet reaped: they carry no eventfd, so one still out
+    /// after a reap (not seen; the kernel posts them inside io_submit) makes the engine look again.
+    private var cacheReadsOut = 0
+    /// Completed reads whose exchanges are told after the reap, in order. Unretained: the slot
+    /// holds its owner, and an exchange is freed only by the worker's trim, never during a reap.
+    private var completedOwners: [(index: Int, owner: Unmanaged<Exchange>, generation: UInt32)] = []
     private let nowaitFlag = aws_rwf_nowait()
 
     init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256) throws(SyscallError) {
@@ -78,6 +85,8 @@ final class AIOEngine: EventHandler {
         context = ctx
         eventFD = try Sys.eventfd()
         events = .allocate(capacity: eventCapacity)
+        deferred.reserveCapacity(maxSlots)
+        completedOwners.reserveCapacity(eventCapacity)
     }
 
     deinit {
@@ -181,61 +190,64 @@ final class AIOEngine: EventHandler {
     /// Starts reading up to `bufferSize` bytes at `offset` (aligned) of `fd` into the slot; only
     /// as many aligned blocks as cover `wanted`, so a small file costs a small read.
     ///
-    /// `fromCache`: `fd` is buffered and the read must not wait (`RWF_NOWAIT`); it has finished
-    /// when this returns (`.ready`, possibly short, or `.failed(EAGAIN)`: nothing cached). Else
-    /// `fd` is O_DIRECT (or a filesystem without it) and the completion arrives later.
+    /// `fromCache`: `fd` is buffered and the read must not wait (`RWF_NOWAIT`); it is submitted at
+    /// the end of this loop pass with the others and completes there (`.ready`, possibly short,
+    /// or `.failed(EAGAIN)`: nothing cached), and the owner's `aioCompleted` is called. Else
+    /// `fd` is O_DIRECT (or a filesystem without it), submitted now, completed later.
     func read(_ index: Int, fd: Int32, offset: Int, wanted: Int, fromCache: Bool) {
         let cb = slots[index].iocb
         let align = AIOEngine.alignment
         let length = min(bufferSize, (wanted + align - 1) / align * align)
         slots[index].requested = length
         io_prep_pread(cb, fd, slots[index].buffer!, length, Int64(offset))
-        if fromCache {
-            cb.pointee.aio_rw_flags = UInt32(nowaitFlag)
-        } else {
-            io_set_eventfd(cb, eventFD)
-        }
         cb.pointee.data = UnsafeMutableRawPointer(bitPattern: index + 1)
         slots[index].fileOffset = offset
         slots[index].fromCache = fromCache
         slots[index].state = .reading
-        var list: UnsafeMutablePointer<iocb>? = cb
-        let r = io_submit(context, 1, &list)
-        if r == 1 {
-            if fromCache { reap(submitted: index) }
-            return
-        }
         if fromCache {
-            // Not queued (EAGAIN: the ring is full; EOPNOTSUPP: no RWF_NOWAIT on this
-            // filesystem): the caller reads this range from the device instead.
-            slots[index].state = .failed(r < 0 ? Int32(-r) : EAGAIN)
+            cb.pointee.aio_rw_flags = UInt32(nowaitFlag)
+            deferred.append(cb)
             return
         }
+        io_set_eventfd(cb, eventFD)
+        var list: UnsafeMutablePointer<iocb>? = cb
+        if io_submit(context, 1, &list) == 1 { return }
         // The kernel would not queue a device read (-EAGAIN under pressure): read synchronously
         // instead, so the transfer goes on rather than failing.
         let n = pread(fd, slots[index].buffer!, length, off_t(offset))
         slots[index].state = n >= 0 ? .ready(n) : .failed(errno)
     }
 
-    /// Collects the completion of the page-cache read just submitted, which the kernel posted
-    /// before `io_submit` returned, and whatever device reads completed meanwhile.
-    private func reap(submitted: Int) {
-        let n = takeCompletions()
-        var found = false
-        for i in 0..<max(Int(n), 0) {
-            let index = Int(bitPattern: events[i].data) - 1
-            let res = Int64(bitPattern: UInt64(events[i].res))
-            slots[index].state = res >= 0 ? .ready(Int(res)) : .failed(Int32(-res))
-            if index == submitted { found = true; continue }
-            guard let owner = slots[index].owner, owner.generation == slots[index].ownerGeneration, owner.isAttached else {
-                release(index)
-                continue
+    /// Page-cache reads are waiting to be submitted: the loop must not sleep.
+    var hasDeferred: Bool { !deferred.isEmpty }
+
+    /// Submits the page-cache reads queued during this loop pass in one io_submit, takes their
+    /// completions (and any device read's) from the ring and tells the exchanges, which may queue
+    /// more (the next piece of a file, a pipelined request): repeated until none is left. Run by
+    /// the loop after each batch of events, outside any exchange's own processing.
+    func submitDeferred() {
+        while !deferred.isEmpty {
+            let count = deferred.count
+            let r = deferred.withUnsafeMutableBufferPointer { io_submit(context, count, $0.baseAddress) }
+            let submitted = Int(max(r, 0))
+            cacheReadsOut += submitted
+            if submitted < count {
+                // Not queued (EAGAIN: the ring is full; EOPNOTSUPP: no RWF_NOWAIT on this
+                // filesystem): the owners read these ranges from the device instead.
+                let error = r < 0 ? Int32(-r) : EAGAIN
+                for cb in deferred[submitted...] {
+                    let index = Int(bitPattern: cb!.pointee.data) - 1
+                    slots[index].state = .failed(error)
+                    noteCompleted(index)
+                }
             }
-            reapedForOthers.append((index, owner, slots[index].ownerGeneration))
+            deferred.removeAll(keepingCapacity: true)
+            reapAll()
+            tellOwners()
         }
-        if !found {
-            // Not posted synchronously after all (a filesystem that queues buffered reads): it
-            // carries no eventfd, so look for it on the next pass of the loop.
+        if cacheReadsOut > 0 {
+            // A buffered read the kernel did not finish inside io_submit after all (not known to
+            // happen): it has no eventfd, so look again on the next pass.
             Sys.signalEventfd(eventFD)
         }
     }
@@ -244,23 +256,51 @@ final class AIOEngine: EventHandler {
 
     func handleEvents(_ interest: Epoll.Interest) {
         _ = Sys.drainEventfd(eventFD)
-        if !reapedForOthers.isEmpty {
-            for (index, owner, generation) in reapedForOthers
-            where slots[index].owner === owner && slots[index].ownerGeneration == generation && owner.generation == generation {
-                owner.aioCompleted(index)
-            }
-            reapedForOthers.removeAll(keepingCapacity: true)
-        }
+        reapAll()
+        tellOwners()
+        if cacheReadsOut > 0 { Sys.signalEventfd(eventFD) }
+    }
+
+    /// Takes every completion from the ring; the owners are told by `tellOwners`.
+    private func reapAll() {
         while true {
             let n = takeCompletions()
             if n <= 0 { return }
-            for i in 0..<Int(n) {
+            for i in 0..<n {
                 let index = Int(bitPattern: events[i].data) - 1
                 let res = Int64(bitPattern: UInt64(events[i].res))
-                complete(index, result: res)
+                if slots[index].fromCache { cacheReadsOut -= 1 }
+                slots[index].state = res >= 0 ? .ready(Int(res)) : .failed(Int32(-res))
+                noteCompleted(index)
             }
             if n < eventCapacity { return }
         }
+    }
+
+    /// A read finished: its owner is told (after the reap), or the slot goes back to the pool if
+    /// the owner has gone.
+    private func noteCompleted(_ index: Int) {
+        guard let owner = slots[index].owner, owner.generation == slots[index].ownerGeneration, owner.isAttached else {
+            release(index)
+            return
+        }
+        completedOwners.append((index, Unmanaged.passUnretained(owner), slots[index].ownerGeneration))
+    }
+
+    /// Calls `aioCompleted` of each owner noted, unless the slot changed hands meanwhile (an
+    /// earlier owner's processing released it, and it was taken again).
+    private func tellOwners() {
+        var i = 0
+        while i < completedOwners.count {
+            let (index, unmanaged, generation) = completedOwners[i]
+            i += 1
+            // The slot may have been released by an earlier owner's processing and taken again:
+            // compare identities before touching the exchange.
+            guard let current = slots[index].owner, current === unmanaged.takeUnretainedValue(),
+                  slots[index].ownerGeneration == generation else { continue }
+            if current.generation == generation && current.isAttached { current.aioCompleted(index) }
+        }
+        completedOwners.removeAll(keepingCapacity: true)
     }
 
     /// Completions waiting in the ring, into `events`: read straight from the ring the kernel
@@ -272,12 +312,4 @@ final class AIOEngine: EventHandler {
         return Int(io_getevents(context, 0, eventCapacity, events, &zero))
     }
 
-    private func complete(_ index: Int, result: Int64) {
-        slots[index].state = result >= 0 ? .ready(Int(result)) : .failed(Int32(-result))
-        guard let owner = slots[index].owner, owner.generation == slots[index].ownerGeneration, owner.isAttached else {
-            release(index)
-            return
-        }
-        owner.aioCompleted(index)
-    }
 }

@@ -167,11 +167,7 @@ extension Exchange {
                                 offset: range.lowerBound, end: range.upperBound)
         if dynamic {
             aioBody.region = region
-            aioBody.prepare()
-            if range.count <= OpenFileCache.smallFileLimit && aioBody.appendIfCached(to: &pump.out) {
-                aioBody.release()
-                return
-            }
+            aioBody.prepare(withHead: range.count <= OpenFileCache.smallFileLimit)
             pump.start(aioBody)
         } else {
             sendfileBody.region = region

@@ -14,6 +14,13 @@ protocol BodyProducer: AnyObject {
     /// Gives back what the body holds (descriptors, cache entries, buffers). Called exactly once
     /// per body, by the pump, whether it finished or not.
     func release()
+    /// The buffered bytes (the head) wait for this body: it appends itself to `pump.out` when
+    /// its bytes are there, so that head and body leave in one send (a small /dynamic/ file).
+    var holdsHead: Bool { get }
+}
+
+extension BodyProducer {
+    var holdsHead: Bool { false }
 }
 
 /// The one send path of an exchange: the buffered bytes before a body (head, chunk framing, a
@@ -88,6 +95,11 @@ final class BodyPump {
 
     /// Buffered bytes, then the producer, as far as the socket takes them.
     func run() -> Progress {
+        if let p = producer, p.holdsHead {
+            let progress = p.produce(self)
+            guard progress == .done else { return progress }
+            release()
+        }
         let buffered = flushBuffered(more: producer != nil)
         guard buffered == .done, let p = producer else { return buffered }
         let progress = p.produce(self)

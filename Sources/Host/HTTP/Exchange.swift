@@ -483,6 +483,9 @@ final class Exchange {
             guard isAttached else { return }  // epoll_ctl failed: the connection is closed
             connection.setDeadline(worker.config.sendTimeout)
         case .waiting:
+            // A page-cache read queued for the end of this loop pass comes back before the next
+            // wait: leave the interest as it is (two epoll_ctl per request otherwise).
+            if pump.producer === aioBody && worker.aio.hasDeferred { return }
             connection.setInterest(input)
             guard isAttached else { return }
             if phase == .handler && !pump.hasBody && !cgi.isActive {

@@ -118,7 +118,10 @@ final class Worker: @unchecked Sendable {
         loop.afterEachBatch { [unowned self] in
             aio.wakeWaiters()
             readDueConnections()
+            // Last: the page-cache reads every exchange of this pass asked for, in one io_submit.
+            aio.submitDeferred()
         }
+        loop.mustNotSleep = { [unowned self] in aio.hasDeferred }
         loop.onTick { [unowned self] in tick() }
     }
 
