@@ -191,9 +191,11 @@ enum {
  * needs them (sent, or the request ended); the bytes must stay valid and unchanged until then.
  *
  * FILE parts: the host sends `length` bytes of `fd` from `offset` (sendfile; or libaio when
- * AWS_PART_FILE_AIO is set in `flags`). The descriptor is BORROWED like memory: if `release` is
+ * AWS_PART_FILE_AIO is set in `flags`: from the page cache with RWF_NOWAIT where it holds the
+ * range, else through an O_DIRECT descriptor the host opens on the same file; an fd opened
+ * O_DIRECT is read as it is). The descriptor is BORROWED like memory: if `release` is
  * NULL the host dup()s it and the plugin may close its own at once; otherwise it stays open until
- * release(release_ctx) is called. The host never changes the descriptor's file offset.
+ * release(release_ctx) is called. The host never changes the descriptor's file offset or flags.
  *
  * A part of length 0 sends no bytes but makes the host send the response head now (a stream
  * can show its headers before its first data). If send_part returns an error the part was not
