@@ -197,6 +197,7 @@ def test_echo_body_over_max_body_is_413():
     ("?name=", "Hello, !\n"),
     ("?names=x&name=Z", "Hello, Z!\n"),
     ("?name=%FFok", "Hello, \ufffdok!\n"),
+    ("?name=%+4%zz%4", "Hello, % 4%zz%4!\n"),
     ("?name=" + "a" * 200, "Hello, " + "a" * 200 + "!\n"),
 ])
 def test_hello(srv, query, expected):

@@ -92,11 +92,18 @@ private let onRequest: @convention(c) (aws_request, UnsafePointer<aws_request_vi
     }
 }
 
-/// nil when `bytes` are valid UTF-8; else the bytes with each invalid sequence replaced by U+FFFD.
+/// nil when `bytes` are valid UTF-8 (checked in place, no allocation); else the bytes with each
+/// invalid sequence replaced by U+FFFD, as a Swift String shows them.
 private func repairedUTF8(_ bytes: UnsafeBufferPointer<UInt8>) -> [UInt8]? {
-    if bytes.allSatisfy({ $0 < 0x80 }) { return nil }
-    let repaired = Array(String(decoding: bytes, as: UTF8.self).utf8)
-    return repaired.elementsEqual(bytes) ? nil : repaired
+    var input = bytes.makeIterator()
+    var decoder = UTF8()
+    while true {
+        switch decoder.decode(&input) {
+        case .scalarValue: continue
+        case .emptyInput: return nil
+        case .error: return Array(String(decoding: bytes, as: UTF8.self).utf8)
+        }
+    }
 }
 
 nonisolated(unsafe) private let handler: UnsafeMutablePointer<aws_handler> = {

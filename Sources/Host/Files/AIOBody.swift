@@ -66,7 +66,7 @@ final class AIOBody: BodyProducer {
         guard let slot = slots.first else { return .waiting }  // no buffer free yet
         while true {
             switch engine.state(slot) {
-            case .free, .reading:
+            case .free, .queued, .reading:
                 return .waiting
             case .failed(let error):
                 guard engine.isFromCache(slot) && AIOBody.isCacheMiss(error) else {
@@ -118,19 +118,22 @@ final class AIOBody: BodyProducer {
     }
 
     private func readFromDevice(_ slot: Int, at offset: Int, wanted: Int) {
-        if fromCache && !warmed {
-            // This request reads from the device; the next ones should find the file cached.
+        let direct = directFD
+        if fromCache && !warmed && direct >= 0 {
+            // This request reads from the device; the next ones should find the range cached.
             warmed = true
             PageCacheWarmer.shared.warm(region.fd, offset: offset, length: region.end - offset)
         }
-        let direct = directFD
         // A filesystem without O_DIRECT (tmpfs) keeps its files in memory: read them buffered.
         engine.read(slot, fd: direct >= 0 ? direct : region.fd, offset: offset, wanted: wanted, fromCache: false)
     }
 
     private var directFD: Int32 {
         if let entry = region.cacheEntry { return entry.directFD }
-        if ownDirectFD == AIOBody.unopened { ownDirectFD = AIOBody.reopenDirect(region.fd) }
+        if ownDirectFD == AIOBody.unopened {
+            let fd = AIOBody.reopenDirect(region.fd)
+            if fd >= 0 || errno == EINVAL { ownDirectFD = fd } else { return -1 }  // try again next time
+        }
         return ownDirectFD
     }
 
@@ -147,7 +150,7 @@ final class AIOBody: BodyProducer {
             startReads()
             guard let slot = slots.first else { return region.offset >= region.end ? .done : .waiting }
             switch engine.state(slot) {
-            case .free, .reading:
+            case .free, .queued, .reading:
                 return .waiting
             case .failed(let error):
                 if engine.isFromCache(slot) && AIOBody.isCacheMiss(error) {
@@ -189,6 +192,10 @@ final class AIOBody: BodyProducer {
             }
         }
     }
+
+    /// The read this body waits for is queued for the end of this loop pass (it comes back
+    /// before the loop sleeps).
+    var waitsForQueuedRead: Bool { slots.first.map { engine.isQueued($0) } ?? false }
 
     /// Whether `slot` is the read this body waits for.
     func isWaiting(for slot: Int) -> Bool { slots.first == slot }

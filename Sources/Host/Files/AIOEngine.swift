@@ -33,7 +33,9 @@ final class AIOEngine: EventHandler {
     let bufferSize: Int
     private let maxSlots: Int
 
-    enum SlotState { case free, reading, ready(Int), failed(Int32) }
+    /// `queued`: a page-cache read waiting for `submitDeferred` (the kernel has not seen it:
+    /// releasing the slot takes it back at once, before its descriptor can be closed).
+    enum SlotState { case free, queued, reading, ready(Int), failed(Int32) }
 
     struct Slot {
         let iocb: UnsafeMutablePointer<iocb>
@@ -149,7 +151,13 @@ final class AIOEngine: EventHandler {
     /// its completion arrives.
     func release(_ index: Int) {
         slots[index].owner = nil
-        if case .reading = slots[index].state { return }
+        if case .queued = slots[index].state {
+            // Never submitted: drop it now, so that io_submit never sees a descriptor the owner
+            // is about to close.
+            if let i = deferred.firstIndex(of: slots[index].iocb) { deferred.remove(at: i) }
+        } else if case .reading = slots[index].state {
+            return
+        }
         slots[index].state = .free
         freeSlots.append(index)
     }
@@ -203,12 +211,13 @@ final class AIOEngine: EventHandler {
         cb.pointee.data = UnsafeMutableRawPointer(bitPattern: index + 1)
         slots[index].fileOffset = offset
         slots[index].fromCache = fromCache
-        slots[index].state = .reading
         if fromCache {
             cb.pointee.aio_rw_flags = UInt32(nowaitFlag)
+            slots[index].state = .queued
             deferred.append(cb)
             return
         }
+        slots[index].state = .reading
         io_set_eventfd(cb, eventFD)
         var list: UnsafeMutablePointer<iocb>? = cb
         if io_submit(context, 1, &list) == 1 { return }
@@ -226,20 +235,24 @@ final class AIOEngine: EventHandler {
     /// more (the next piece of a file, a pipelined request): repeated until none is left. Run by
     /// the loop after each batch of events, outside any exchange's own processing.
     func submitDeferred() {
-        while !deferred.isEmpty {
+        // Bounded: a big cached file whose client keeps draining would otherwise go out whole in
+        // this one pass, starving the worker's other connections; the loop comes back at once
+        // (`hasDeferred` keeps it from sleeping).
+        var rounds = 0
+        while !deferred.isEmpty && rounds < AIOEngine.roundsPerPass {
+            rounds += 1
             let count = deferred.count
+            for cb in deferred { slots[Int(bitPattern: cb!.pointee.data) - 1].state = .reading }
             let r = deferred.withUnsafeMutableBufferPointer { io_submit(context, count, $0.baseAddress) }
             let submitted = Int(max(r, 0))
             cacheReadsOut += submitted
-            if submitted < count {
-                // Not queued (EAGAIN: the ring is full; EOPNOTSUPP: no RWF_NOWAIT on this
-                // filesystem): the owners read these ranges from the device instead.
-                let error = r < 0 ? Int32(-r) : EAGAIN
-                for cb in deferred[submitted...] {
-                    let index = Int(bitPattern: cb!.pointee.data) - 1
-                    slots[index].state = .failed(error)
-                    noteCompleted(index)
-                }
+            // Whatever was not queued (EAGAIN: the ring is full; EOPNOTSUPP: no RWF_NOWAIT on
+            // this filesystem; anything else about one read) is read from the device instead,
+            // by each owner: an error about one read must not fail the others of the batch.
+            for cb in deferred[submitted...] {
+                let index = Int(bitPattern: cb!.pointee.data) - 1
+                slots[index].state = .failed(EAGAIN)
+                noteCompleted(index)
             }
             deferred.removeAll(keepingCapacity: true)
             reapAll()
@@ -252,7 +265,12 @@ final class AIOEngine: EventHandler {
         }
     }
 
-    // MARK: completions
+    static let roundsPerPass = 8
+
+    /// Waiters could be given a slot now.
+    var canWakeWaiters: Bool { !waiting.isEmpty && !freeSlots.isEmpty }
+
+    func isQueued(_ index: Int) -> Bool { if case .queued = slots[index].state { true } else { false } }
 
     func handleEvents(_ interest: Epoll.Interest) {
         _ = Sys.drainEventfd(eventFD)

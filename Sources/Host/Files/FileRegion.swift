@@ -27,8 +27,8 @@ struct FileRegion {
 ///
 /// At most `chunk` bytes per call, like lighttpd: while the receiver keeps draining the socket, one
 /// unbounded call can run for tens of milliseconds (39 MB in one call was seen on loopback),
-/// holding the socket's lock — the ACKs that open the window queue up behind it and the transfer
-/// turns bursty — and starving every other connection of the worker meanwhile.
+/// holding the socket's lock while the ACKs that open the window queue up behind it. (The loop
+/// below still sends until the socket is full before the worker turns to other connections.)
 final class SendfileBody: BodyProducer {
     static let chunk = 256 * 1024
 

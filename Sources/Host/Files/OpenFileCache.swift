@@ -43,9 +43,14 @@ final class OpenFileCache {
             loadContents()
         }
 
-        /// The O_DIRECT descriptor of this file, or -1 when there can be none.
+        /// The O_DIRECT descriptor of this file, or -1 when there is none: for good when the
+        /// filesystem has no O_DIRECT (EINVAL), for now when the reopen failed otherwise (out of
+        /// descriptors: the next miss tries again).
         var directFD: Int32 {
-            if direct == Entry.unopened { direct = AIOBody.reopenDirect(fd) }
+            if direct == Entry.unopened {
+                let fd = AIOBody.reopenDirect(fd)
+                if fd >= 0 || errno == EINVAL { direct = fd } else { return -1 }
+            }
             return direct
         }
 

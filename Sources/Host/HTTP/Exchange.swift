@@ -485,7 +485,7 @@ final class Exchange {
         case .waiting:
             // A page-cache read queued for the end of this loop pass comes back before the next
             // wait: leave the interest as it is (two epoll_ctl per request otherwise).
-            if pump.producer === aioBody && worker.aio.hasDeferred { return }
+            if pump.producer === aioBody && aioBody.waitsForQueuedRead { return }
             connection.setInterest(input)
             guard isAttached else { return }
             if phase == .handler && !pump.hasBody && !cgi.isActive {

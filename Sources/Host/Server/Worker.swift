@@ -119,9 +119,15 @@ final class Worker: @unchecked Sendable {
             aio.wakeWaiters()
             readDueConnections()
             // Last: the page-cache reads every exchange of this pass asked for, in one io_submit.
+            // Their exchanges may free slots or make connections due: once more for those.
             aio.submitDeferred()
+            if aio.canWakeWaiters || !readsDue.isEmpty {
+                aio.wakeWaiters()
+                readDueConnections()
+                aio.submitDeferred()
+            }
         }
-        loop.mustNotSleep = { [unowned self] in aio.hasDeferred }
+        loop.mustNotSleep = { [unowned self] in aio.hasDeferred || aio.canWakeWaiters || !readsDue.isEmpty }
         loop.onTick { [unowned self] in tick() }
     }
 
