@@ -74,7 +74,7 @@ test: unit build plugins
 # ThreadSanitizer runs the tests where threads meet: workers, plugin threads and reloads, the
 # control thread's watch, TLS and CGI.
 SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memory_flat and not flat_memory \
-                   and not allocations and not dynamic_io and not one_send
+                   and not allocations and not dynamic_io and not one_send and not unsent_mark
 ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py

@@ -168,3 +168,37 @@ def test_small_response_is_one_send_per_request(docroot, make_server, log_dir, t
     assert count["io_getevents"] == 0, count
     recvs = sum(1 for c in calls if c.startswith("recvfrom("))
     assert SMALL_RESPONSE_REQUESTS <= recvs <= SMALL_RESPONSE_REQUESTS + 2, (recvs, calls[:12])
+
+
+def test_big_static_body_sets_a_low_unsent_mark_once(docroot, make_server, log_dir):
+    """A big sendfile body (from 256 KiB) sets TCP_NOTSENT_LOWAT on its connection, once; small
+    responses never do (it costs a system call; it matters for big transfers under BBR pacing)."""
+    from awstest import connect, read_response
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed (make test installs it)")
+    log = os.path.join(log_dir, "strace-lowat.log")
+    if os.path.exists(log):
+        os.remove(log)
+    srv = make_server(name="strace-lowat", prefix=["strace", "-f", "-qq", "-e", "trace=setsockopt", "-o", log],
+                      ready_timeout=20)
+    s = connect(srv.port)
+    try:
+        for target in ["/static/f_4095.bin", "/static/f_4095.bin", "/static/f_1048579.bin",
+                       "/static/f_1048579.bin", "/static/big64k.bin"]:
+            s.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            r = read_response(s)
+            assert r.status == 200 and sha256(r.body) == sha256(docroot.files[target]), target
+    finally:
+        s.close()
+    def calls():
+        with open(log, errors="replace") as f:
+            return [line for line in f if "TCP_NOTSENT_LOWAT" in line]
+
+    # strace may write a line a little after the call: wait for the first one (the responses
+    # above came after it), then for the log to stop growing before counting.
+    assert wait_for(lambda: calls(), 5), "no TCP_NOTSENT_LOWAT for a 1 MiB body"
+    seen = None
+    while seen != calls():
+        seen = calls()
+        time.sleep(0.2)
+    assert len(seen) == 1 and "[65536]" in seen[0], seen

@@ -16,6 +16,7 @@ int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
 int aws_o_direct(void) { return O_DIRECT; }
 int aws_msg_more(void) { return MSG_MORE; }
 int aws_tcp_defer_accept(void) { return TCP_DEFER_ACCEPT; }
+int aws_tcp_notsent_lowat(void) { return TCP_NOTSENT_LOWAT; }
 int aws_so_reuseport(void) { return SO_REUSEPORT; }
 
 int aws_open_beneath(int dirfd, const char *path, int extra_flags) {

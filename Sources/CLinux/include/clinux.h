@@ -27,6 +27,7 @@ int aws_reopen_direct(int fd);
 int aws_fd_is_direct(int fd);
 int aws_msg_more(void);
 int aws_tcp_defer_accept(void);
+int aws_tcp_notsent_lowat(void);
 int aws_so_reuseport(void);
 
 /* The CPUs this process may run on (sched_getaffinity), at least 1. */

@@ -31,6 +31,8 @@ struct FileRegion {
 /// below still sends until the socket is full before the worker turns to other connections.)
 final class SendfileBody: BodyProducer {
     static let chunk = 256 * 1024
+    /// Bodies from this size on send with a low unsent-bytes mark (`Connection.limitUnsentBytes`).
+    static let bigBody = 256 * 1024
 
     unowned(unsafe) let worker: Worker
     var region = FileRegion()
@@ -38,6 +40,7 @@ final class SendfileBody: BodyProducer {
     init(worker: Worker) { self.worker = worker }
 
     func produce(_ pump: BodyPump) -> Progress {
+        if region.remaining >= SendfileBody.bigBody { pump.exchange.connection.limitUnsentBytes() }
         while region.offset < region.end {
             do {
                 guard let n = try pump.sendFile(region.fd, offset: &region.offset, count: min(region.remaining, SendfileBody.chunk)) else { return .blocked }
