@@ -62,6 +62,7 @@ final class Connection: EventHandler, Timed {
         self.fd = fd
         self.peer = PeerAddress(peer)
         unsentLimited = false
+        drainedAtLastRead = false
         generation &+= 1
         phase = .idle
         requestsServed = 0
@@ -90,6 +91,8 @@ final class Connection: EventHandler, Timed {
 
     /// Closes once the client has had the chance to read what was sent: with unread input on the
     /// socket a plain close would reset the connection and could destroy the response in flight.
+    /// The last read returned less than it asked for: the socket had nothing more then.
+    private var drainedAtLastRead = false
     /// TCP_NOTSENT_LOWAT is set (once per connection, for its first big file body).
     private var unsentLimited = false
     static let unsentLowWater: Int32 = 64 * 1024
@@ -109,7 +112,11 @@ final class Connection: EventHandler, Timed {
     }
 
     func closeGracefully() {
-        if (exchange?.inputIsClean ?? true) && !transport.hasUnreadInput() {
+        // Unread input would make close() send a reset that can destroy the response still in
+        // flight. The last read came up short, so the socket was empty then: no need to ask it
+        // again (a MSG_PEEK recv per closed connection) unless that read filled the buffer.
+        let unread = transport.hasBufferedInput || (!drainedAtLastRead && Sys.hasUnreadInput(fd))
+        if (exchange?.inputIsClean ?? true) && !unread {
             close()
             return
         }
@@ -195,6 +202,7 @@ final class Connection: EventHandler, Timed {
                 if let x = exchange { x.endOfInput() } else { close() }
                 return
             }
+            drainedAtLastRead = n < buffer.count
             if phase == .lingering { continue }
             let x = exchange ?? startExchange()
             x.received(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))

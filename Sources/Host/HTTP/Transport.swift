@@ -50,10 +50,6 @@ struct Transport {
     /// Input that epoll will not report: already read from the socket into OpenSSL.
     var hasBufferedInput: Bool { tls?.hasBufferedInput ?? false }
 
-    /// Whether the peer sent bytes we have not read (closing now would send a reset that can
-    /// destroy the response still in flight).
-    func hasUnreadInput() -> Bool { hasBufferedInput || Sys.hasUnreadInput(fd) }
-
     /// The socket is about to close: a TLS session says close_notify when it ended cleanly, and
     /// is released.
     mutating func end() {
