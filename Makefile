@@ -79,9 +79,9 @@ ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py
 # The subsets `make test` runs (about a minute of tests each): parsing, bodies, the plugin ABI
-# and streaming, and CGI under ASan; workers, reloads and the callback watch under TSan.
+# and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads and the callback watch under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
-              Tests/test_plugins_streaming.py Tests/test_cgi.py
+              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py
 TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
