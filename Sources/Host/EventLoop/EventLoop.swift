@@ -76,6 +76,9 @@ final class EventLoop: @unchecked Sendable {
     /// Called on the loop thread after every batch of events (like ae's beforesleep).
     func afterEachBatch(_ body: @escaping () -> Void) { batchHandlers.append(body) }
 
+    /// Counts the waits: two events with the same pass came from the same batch.
+    private(set) var pass: UInt64 = 0
+
     /// True when work queued for the after-batch handlers is waiting (a tick handler queued it,
     /// after they ran): the next wait then only polls.
     var mustNotSleep: () -> Bool = { false }
@@ -116,6 +119,7 @@ final class EventLoop: @unchecked Sendable {
         running = true
         while running {
             let untilTick = mustNotSleep() ? 0 : max(0, lastTick + tickMillis - now)
+            pass &+= 1
             var woke = false
             try epoll.wait(timeoutMillis: Int32(untilTick)) { fd, events in
                 if !woke {  // deadlines set while handling these events count from now

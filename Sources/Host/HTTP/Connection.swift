@@ -93,6 +93,8 @@ final class Connection: EventHandler, Timed {
     /// socket a plain close would reset the connection and could destroy the response in flight.
     /// The last read returned less than it asked for: the socket had nothing more then.
     private var drainedAtLastRead = false
+    /// The loop pass of the last read.
+    private var lastReadPass: UInt64 = 0
     /// TCP_NOTSENT_LOWAT is set (once per connection, for its first big file body).
     private var unsentLimited = false
     static let unsentLowWater: Int32 = 64 * 1024
@@ -113,9 +115,12 @@ final class Connection: EventHandler, Timed {
 
     func closeGracefully() {
         // Unread input would make close() send a reset that can destroy the response still in
-        // flight. The last read came up short, so the socket was empty then: no need to ask it
-        // again (a MSG_PEEK recv per closed connection) unless that read filled the buffer.
-        let unread = transport.hasBufferedInput || (!drainedAtLastRead && Sys.hasUnreadInput(fd))
+        // flight. When the last read came up short in this same pass of the loop (a request read
+        // and answered at once), the socket was empty microseconds ago: no need to ask it again
+        // (a MSG_PEEK recv per closed connection). A response that took longer asks: the client
+        // may have sent more meanwhile.
+        let drainedJustNow = drainedAtLastRead && lastReadPass == worker.loop.pass
+        let unread = transport.hasBufferedInput || (!drainedJustNow && Sys.hasUnreadInput(fd))
         if (exchange?.inputIsClean ?? true) && !unread {
             close()
             return
@@ -203,6 +208,7 @@ final class Connection: EventHandler, Timed {
                 return
             }
             drainedAtLastRead = n < buffer.count
+            lastReadPass = worker.loop.pass
             if phase == .lingering { continue }
             let x = exchange ?? startExchange()
             x.received(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
