@@ -73,9 +73,9 @@ final class AIOEngine: EventHandler {
     /// Page-cache reads submitted and not yet reaped: they carry no eventfd, so one still out
     /// after a reap (not seen; the kernel posts them inside io_submit) makes the engine look again.
     private var cacheReadsOut = 0
-    /// Completed reads whose exchanges are told after the reap, in order. Unretained: the slot
-    /// holds its owner, and an exchange is freed only by the worker's trim, never during a reap.
-    private var completedOwners: [(index: Int, owner: Unmanaged<Exchange>, generation: UInt32)] = []
+    /// Completed reads whose exchanges are told after the reap, in order. By identity only: the
+    /// exchange itself is reached through the slot, which holds it.
+    private var completedOwners: [(index: Int, owner: ObjectIdentifier, generation: UInt32)] = []
     private let nowaitFlag = aws_rwf_nowait()
 
     init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256) throws(SyscallError) {
@@ -302,7 +302,7 @@ final class AIOEngine: EventHandler {
             release(index)
             return
         }
-        completedOwners.append((index, Unmanaged.passUnretained(owner), slots[index].ownerGeneration))
+        completedOwners.append((index, ObjectIdentifier(owner), slots[index].ownerGeneration))
     }
 
     /// Calls `aioCompleted` of each owner noted, unless the slot changed hands meanwhile (an
@@ -310,11 +310,10 @@ final class AIOEngine: EventHandler {
     private func tellOwners() {
         var i = 0
         while i < completedOwners.count {
-            let (index, unmanaged, generation) = completedOwners[i]
+            let (index, owner, generation) = completedOwners[i]
             i += 1
-            // The slot may have been released by an earlier owner's processing and taken again:
-            // compare identities before touching the exchange.
-            guard let current = slots[index].owner, current === unmanaged.takeUnretainedValue(),
+            // The slot may have been released by an earlier owner's processing and taken again.
+            guard let current = slots[index].owner, ObjectIdentifier(current) == owner,
                   slots[index].ownerGeneration == generation else { continue }
             if current.generation == generation && current.isAttached { current.aioCompleted(index) }
         }
