@@ -8,7 +8,9 @@ import Glibc
 /// Each read first asks the page cache (`RWF_NOWAIT` on the buffered descriptor, finished inside
 /// `io_submit`); whatever the cache does not hold — the whole range (`EAGAIN`) or its tail (a
 /// short read) — is read again from the device through an O_DIRECT descriptor, asynchronously.
-/// So a cached file goes at page-cache speed and a cold one never blocks the loop; after a miss,
+/// So a cached file goes at page-cache speed and a cold one is read off the loop's time (only a
+/// filesystem without O_DIRECT, or a device read the kernel refuses to queue, is read buffered on
+/// the loop); after a miss,
 /// `PageCacheWarmer` reads the rest of the range into the cache off the loop, for the requests
 /// that follow (O_DIRECT reads bypass the cache and would leave the file cold for good).
 /// `--dynamic-io direct` skips the first step: every read goes to the device.
@@ -106,8 +108,9 @@ final class AIOBody: BodyProducer {
         }
     }
 
-    /// Starts one read into `slot`: from the page cache first unless told otherwise; an
-    /// immediate miss goes straight on to the device.
+    /// Starts one read into `slot`: from the page cache first unless told otherwise (queued for
+    /// the end of the loop pass; a miss shows in its completion and `produce` then reads the range
+    /// from the device).
     private func read(_ slot: Int, at offset: Int, wanted: Int) {
         if fromCache {
             // Submitted with the loop pass's other cache reads; a miss shows at completion.
