@@ -13,7 +13,6 @@
 int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len) {
     return accept4(fd, addr, len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
-int aws_o_direct(void) { return O_DIRECT; }
 int aws_msg_more(void) { return MSG_MORE; }
 int aws_tcp_defer_accept(void) { return TCP_DEFER_ACCEPT; }
 int aws_tcp_notsent_lowat(void) { return TCP_NOTSENT_LOWAT; }

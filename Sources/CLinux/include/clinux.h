@@ -18,7 +18,6 @@
 #include <netinet/tcp.h>
 
 int aws_accept4(int fd, struct sockaddr *addr, socklen_t *len);   /* NONBLOCK | CLOEXEC */
-int aws_o_direct(void);
 /* RWF_NOWAIT for an iocb's aio_rw_flags: a buffered read that would block fails with EAGAIN. */
 int aws_rwf_nowait(void);
 /* An O_DIRECT descriptor for the file open as fd (via /proc/self/fd), or -1 with errno. */
