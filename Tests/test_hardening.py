@@ -3,6 +3,7 @@ a reset that destroyed a finished response, an open redirect, and plugin API num
 range. Each test fails on the old behaviour."""
 
 import os
+import re
 import socket
 import time
 
@@ -122,6 +123,28 @@ def test_plugin_204_has_no_body(ranges_server):
     assert b"this must not be sent" not in data
     second = data.index(b"HTTP/1.1 200 ")  # the next response follows the 204's head directly
     assert data[:second].endswith(b"\r\n\r\n"), data[:second]
+
+
+def test_plugin_status_set_after_fields_rewrites_the_head(ranges_server):
+    """The host begins a plugin's head in its output buffer before on_request; a set_status
+    after add_header rewrites the status line there and keeps the fields in order."""
+    with awstest.connect(ranges_server.port, timeout=5) as s:
+        s.sendall(b"GET /ranges/restatus HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /ranges/unnamed HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = awstest.recv_until_eof(s, timeout=5)
+    first, rest = data.split(b"\r\n\r\n", 1)
+    lines = first.split(b"\r\n")
+    assert lines[0] == b"HTTP/1.1 201 Created", first
+    assert re.fullmatch(rb"Date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", lines[1]), first
+    assert lines[2].startswith(b"Server: aws/"), first
+    assert lines[3:6] == [b"X-First: 1", b"X-Second: 2", b"Content-Type: text/plain"], first
+    body = b"set_status=0,0\n"
+    assert lines[6] == b"Content-Length: %d" % len(body), first
+    assert rest.startswith(body), rest
+    second = rest[len(body):]
+    assert second.startswith(b"HTTP/1.1 299 \r\nDate: "), second
+    assert b"\r\nX-First: 1\r\nContent-Type: text/plain\r\n" in second, second
+    assert second.endswith(b"\r\n\r\nunnamed\n"), second
 
 
 def test_directory_index_follows_changes(make_server, tmp_path):

@@ -5,6 +5,9 @@
  *   GET /ranges/part       a memory part of length (size_t)-1, a file part at INT64_MAX
  *   GET /ranges/nocontent  set_status(204) then a part: the client must get no body
  *   GET /ranges/interim    set_status(100) refused; the answer is 200
+ *   GET /ranges/restatus   add_header, set_status(299), add_header, set_status(201): the head
+ *                          the host began before on_request is rewritten in place, fields kept
+ *   GET /ranges/unnamed    add_header, then set_status(299), a status aws has no name for
  */
 #include <fcntl.h>
 #include <stdint.h>
@@ -47,6 +50,19 @@ static int on_request(aws_request req, const aws_request_view *view, void *user)
         int a = host->set_status(req, 100);
         snprintf(report, sizeof report, "set_status_100=%d\n", a);
         return answer(req, report);
+    }
+    if (str_eq(view->path, "/ranges/restatus")) {
+        host->add_header(req, cstr("X-First"), cstr("1"));
+        int a = host->set_status(req, 299);
+        host->add_header(req, cstr("X-Second"), cstr("2"));
+        int b = host->set_status(req, 201);
+        snprintf(report, sizeof report, "set_status=%d,%d\n", a, b);
+        return answer(req, report);
+    }
+    if (str_eq(view->path, "/ranges/unnamed")) {
+        host->add_header(req, cstr("X-First"), cstr("1"));
+        host->set_status(req, 299);
+        return answer(req, "unnamed\n");
     }
     return 404;
 }

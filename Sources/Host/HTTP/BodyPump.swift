@@ -80,6 +80,30 @@ final class BodyPump {
         return true
     }
 
+    /// Where a head not yet sent begins in `out`: after the interim response, if any.
+    var headStart: Int { interimEnd }
+
+    var interimPending: Bool { outSent < interimEnd }
+
+    /// Sends only the interim response, keeping the head being built after it (a plugin's head
+    /// is begun before on_request); once it is all out it leaves the buffer.
+    func flushInterim() -> Progress {
+        while outSent < interimEnd {
+            let sent: Int?
+            do {
+                sent = try out.withUnsafeBytes { try send($0.baseAddress! + outSent, interimEnd - outSent, more: false) }
+            } catch {
+                return .failed
+            }
+            guard let sent else { return .blocked }
+            outSent += sent
+        }
+        out.removeSubrange(0..<interimEnd)
+        outSent = 0
+        interimEnd = 0
+        return .done
+    }
+
     /// Set the producer's state (its region) before: a producer given again is not released.
     func start(_ body: BodyProducer) {
         if producer !== body { release() }

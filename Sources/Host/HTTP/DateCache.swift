@@ -9,7 +9,11 @@ struct DateCache {
     mutating func refresh() {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME_COARSE, &ts)
-        let now = Int(ts.tv_sec)
+        set(Int(ts.tv_sec))
+    }
+
+    /// The date of `now` (seconds since the epoch).
+    mutating func set(_ now: Int) {
         guard now != second else { return }
         second = now
         bytes.removeAll(keepingCapacity: true)

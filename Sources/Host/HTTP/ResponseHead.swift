@@ -23,6 +23,41 @@ enum ResponseHead {
         out.append(contentsOf: serverField)
     }
 
+    /// In a head begun at `start` and not sent yet: puts `code`'s status line in place of the one
+    /// there (a plugin's set_status after its first add_header moves the fields, no allocation
+    /// for a known status) and refreshes `Date`, which has a fixed length.
+    static func restatus(_ out: inout [UInt8], at start: Int, code: Int, date: borrowing DateCache) {
+        let lineEnd = statusLineEnd(out, from: start)
+        if let status = HTTPStatus(rawValue: code) {
+            out.replaceSubrange(start..<lineEnd, with: StatusTable.shared.statusLine(status))
+        } else {
+            var line: [UInt8] = []
+            line.append(ascii: "HTTP/1.1 ")
+            line.append(decimal: code)
+            line.append(ascii: " \r\n")
+            out.replaceSubrange(start..<lineEnd, with: line)
+        }
+        redate(&out, at: start, date: date)
+    }
+
+    /// Rewrites the `Date` value of a head begun at `start` (an IMF-fixdate is always 29 bytes):
+    /// a plugin's head is begun before on_request, and goes out when its first part does.
+    static func redate(_ out: inout [UInt8], at start: Int, date: borrowing DateCache) {
+        let value = statusLineEnd(out, from: start) + 6  // "Date: "
+        date.bytes.withUnsafeBytes { d in
+            out.withUnsafeMutableBytes { o in
+                precondition(value + d.count <= o.count && o[value - 6] == UInt8(ascii: "D"))
+                UnsafeMutableRawBufferPointer(rebasing: o[value..<(value + d.count)]).copyMemory(from: d)
+            }
+        }
+    }
+
+    private static func statusLineEnd(_ out: [UInt8], from start: Int) -> Int {
+        var i = start
+        while out[i] != 10 { i += 1 }
+        return i + 1
+    }
+
     static func field(_ out: inout [UInt8], _ name: StaticString, _ value: some Collection<UInt8>) {
         out.append(ascii: name)
         out.append(ascii: ": ")

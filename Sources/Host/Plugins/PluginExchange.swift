@@ -66,8 +66,8 @@ struct PluginExchange {
     var part = Part.none
     /// The rendered head chose chunked framing (HTTP/1.1, no length known).
     var chunked = false
+    /// The status the head begun in `pump.out` carries (set_status rewrites its line there).
     var status = 200
-    var headers: [UInt8] = []
     var declaredLength: UInt64?
     /// The outstanding part's length and how to give it back.
     var partLength = 0
@@ -176,10 +176,11 @@ extension Exchange {
         pump.queueInterim(UnsafeRawBufferPointer(start: line.utf8Start, count: line.utf8CodeUnitCount))
     }
 
-    /// Before a handler's head: only an interim response can be buffered; it goes out now.
+    /// Before a handler's head is complete: an interim response goes out now, the head being
+    /// built after it stays.
     func flushInterim() -> Progress {
-        guard pump.outPending else { return .waiting }
-        let progress = pump.flushBuffered(more: false)
+        guard pump.interimPending else { return .waiting }
+        let progress = pump.flushInterim()
         return progress == .done ? .waiting : progress
     }
 
@@ -187,6 +188,9 @@ extension Exchange {
     private func invokeOnRequest() {
         guard let handler = plugin.handler else { return }
         plugin.stage = .active
+        // The head is built where it is sent from: status line, Date and Server now, the
+        // plugin's fields as it adds them, the framing when its first part or finish comes.
+        beginResponse(code: plugin.status)
         let watch = worker.callbackWatch, route = plugin.route
         let rc = withRequestView { view in watch.measure(.onRequest, route) { handler.onRequest(plugin.handle, view, handler.user) } }
         if rc != 0 {
@@ -290,7 +294,11 @@ extension Exchange {
     func pluginSetStatus(_ status: Int) -> Int32 {
         guard plugin.response == .open else { return misuse("set_status after the head was sent") }
         guard (200...599).contains(status) else { return Int32(AWS_E_INVALID) }  // no interim (1xx) responses
-        plugin.status = status
+        if status != plugin.status {
+            plugin.status = status
+            statusCode = status
+            ResponseHead.restatus(&pump.out, at: pump.headStart, code: status, date: worker.date)
+        }
         return Int32(AWS_OK)
     }
 
@@ -303,10 +311,10 @@ extension Exchange {
         for reserved in ["date", "server", "content-length", "transfer-encoding", "connection"] where reserved.utf8.count == n.count {
             if zip(reserved.utf8, n).allSatisfy({ $0 == ASCII.lower($1) }) { return Int32(AWS_E_INVALID) }
         }
-        plugin.headers.append(contentsOf: n)
-        plugin.headers.append(ascii: ": ")
-        plugin.headers.append(contentsOf: v)
-        plugin.headers.append(ascii: "\r\n")
+        pump.out.append(contentsOf: n)
+        pump.out.append(ascii: ": ")
+        pump.out.append(contentsOf: v)
+        pump.out.append(ascii: "\r\n")
         return Int32(AWS_OK)
     }
 
@@ -538,8 +546,8 @@ extension Exchange {
         }
         let noBody = statusForbidsBody
         if noBody { pump.release() }  // queued before the status said so
-        beginResponse(code: plugin.status)
-        pump.out.append(contentsOf: plugin.headers)
+        // Begun before on_request, which may have been a while ago (a stream's first event).
+        ResponseHead.redate(&pump.out, at: pump.headStart, date: worker.date)
         if !noBody {
             if let declared = plugin.declaredLength {
                 addHeader("Content-Length", decimal: Int(declared))
@@ -585,7 +593,6 @@ extension Exchange {
         plugin.handler = nil
         plugin.function = nil
         plugin.userData = nil
-        plugin.headers.removeAll(keepingCapacity: true)
         plugin.body.removeAll(keepingCapacity: true)
         plugin.declaredLength = nil
         plugin.status = 200
