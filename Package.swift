@@ -12,6 +12,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // System libraries, each a one-line shim header plus a module map.
@@ -38,6 +39,7 @@ let package = Package(
                 "AWSParsing", "CAIO", "CHTTPParser", "CFFI", "CLinux", "COpenSSL", "CTLS", "PluginAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             path: "Sources/Host",
             // Runtime exclusivity checks cost ~3% of a small-file request in profiles; the

@@ -19,6 +19,14 @@ struct AWSCommand: ParsableCommand {
         version: AWSVersion.string
     )
 
+    @Option(help: ArgumentHelp("A TOML configuration file: every flag by its long name as a key, and [[server]] blocks for virtual hosts (README: Running in production). Flags given here override it; SIGHUP re-reads it.", valueName: "FILE"))
+    var config: String?
+    @Flag(help: "Check the configuration (the file, paths, certificates, plugins) and exit: 0 when it is good, else 1 with the reason.")
+    var check = false
+    /// Set on the parse that merges the file's keys: the flags alone are checked only then (a
+    /// flag may need a key the file gives, e.g. --tls-port and tls-cert).
+    @Flag(help: .hidden) var withFileKeys = false
+
     @Option(help: "Document root.") var root: String = "."
     @Option(help: "TCP port to listen on.") var port: UInt16 = 8888
     @Option(help: "Address to listen on (IPv4 or IPv6).") var address: String = "0.0.0.0"
@@ -73,6 +81,7 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "Seconds in-flight responses get to finish after SIGTERM/SIGINT.") var shutdownGrace = 10.0
 
     func validate() throws {
+        if config != nil && !withFileKeys { return }
         for (name, v) in [("header-timeout", headerTimeout), ("keepalive-timeout", keepaliveTimeout), ("send-timeout", sendTimeout),
                           ("body-timeout", bodyTimeout), ("shutdown-grace", shutdownGrace)] where !(v > 0 && v <= 86_400) {
             throw ValidationError("--\(name) must be between 0 and 86400 seconds")
@@ -125,6 +134,19 @@ struct AWSCommand: ParsableCommand {
     }
 
     func run() throws {
+        let command: AWSCommand
+        do {
+            command = try Self.withConfigFile(self)
+        } catch {
+            FileHandleStderr.write("aws: \(error)\n")
+            throw ExitCode.failure
+        }
+        try command.start(commandLine: self)
+    }
+
+    /// The configuration the flags and the file (if any) give: what `run` serves, and what
+    /// SIGHUP reads again.
+    func makeConfig() -> Config {
         var config = Config()
         config.root = root
         config.port = port
@@ -167,7 +189,30 @@ struct AWSCommand: ParsableCommand {
         config.sendTimeout = Int64(sendTimeout * 1000)
         config.bodyTimeout = Int64(bodyTimeout * 1000)
         config.shutdownGrace = Int64(shutdownGrace * 1000)
+        config.cgiTimeout = Int64(cgiTimeout * 1000)
+        config.cgiMax = cgiMax
+        return config
+    }
 
+    /// The whole configuration: the flags, and the file's virtual hosts.
+    func fullConfig() throws -> Config {
+        var config = makeConfig()
+        if let path = self.config {
+            config.servers = try ConfigFile(path: path, options: Self.optionNames).servers
+            config.configFile = path
+        }
+        return config
+    }
+
+    /// `commandLine`: the flags alone, which a reload merges with the file again.
+    private func start(commandLine: AWSCommand) throws {
+        let config: Config
+        do {
+            config = try fullConfig()
+        } catch {
+            FileHandleStderr.write("aws: \(error)\n")
+            throw ExitCode.failure
+        }
         let level = logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
@@ -177,7 +222,14 @@ struct AWSCommand: ParsableCommand {
         var logger = Logger(label: "aws")
         logger.logLevel = logLevel
         do {
-            try Server(config: config, logger: logger).run()
+            // SIGHUP reads the file again, under the same command line.
+            let server = Server(config: config, logger: logger, reread: { try AWSCommand.withConfigFile(commandLine).fullConfig() })
+            if check {
+                try server.check()
+                FileHandleStderr.write("aws: configuration OK\(self.config.map { " (\($0))" } ?? "")\n")
+                return
+            }
+            try server.run()
         } catch {
             logger.critical("\(error)")
             throw ExitCode.failure
@@ -263,5 +315,64 @@ struct TLSCertFor {
                 (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || c == 45 || c == 95
             }
         }
+    }
+}
+
+// MARK: the configuration file
+
+extension AWSCommand {
+    /// Every long option, and whether it takes a value (a flag does not): the keys a
+    /// configuration file may use, read from the parser's own help so a new flag is a new key.
+    static let optionNames: [String: Bool] = {
+        var names: [String: Bool] = [:]
+        for line in helpMessage(columns: 10_000).split(separator: "\n") where line.hasPrefix("  --") {
+            let words = line.dropFirst(2).split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+            names[String(words[0].dropFirst(2))] = words.count > 1 && words[1].hasPrefix("<")
+        }
+        return names
+    }()
+
+    /// `command` with the file's keys under its flags: the file's arguments first, minus the keys
+    /// the command line gives again, so the command line wins. Errors name the file's line.
+    static func withConfigFile(_ command: AWSCommand) throws -> AWSCommand {
+        guard let path = command.config else { return command }
+        let file = try ConfigFile(path: path, options: optionNames)
+        let commandLine = Array(CommandLine.arguments.dropFirst())
+        let given = Set(commandLine.compactMap { arg -> String? in
+            guard arg.hasPrefix("--") else { return nil }
+            return String(arg.dropFirst(2).prefix { $0 != "=" })
+        })
+        let fromFile = file.arguments.filter { arg in !given.contains(String(arg.dropFirst(2).prefix { $0 != "=" })) }
+        do {
+            return try AWSCommand.parse(fromFile + commandLine + ["--with-file-keys"])
+        } catch {
+            let message = AWSCommand.message(for: error)
+            // The keys of the file the message names (a bad value, two flags that clash).
+            let lines = file.keyLines.filter { key, _ in !given.contains(key) && names(message, flag: key) }.values.sorted()
+            let at = lines.isEmpty ? path : "\(path):\(lines.map(String.init).joined(separator: ","))"
+            throw ConfigFileError("\(at): \(message)")
+        }
+    }
+}
+
+/// `message` mentions `--flag` itself (not `--flag-for`).
+private func names(_ message: String, flag: String) -> Bool {
+    let m = Array(message.utf8), f = Array("--\(flag)".utf8)
+    var i = 0
+    while i + f.count <= m.count {
+        if m[i..<(i + f.count)].elementsEqual(f) {
+            let next = i + f.count < m.count ? m[i + f.count] : 32
+            if !(ASCII.isAlphanumeric(next) || next == 45) { return true }
+        }
+        i += 1
+    }
+    return false
+}
+
+/// Messages before the logger exists (configuration errors, `--check`).
+enum FileHandleStderr {
+    static func write(_ s: String) {
+        var bytes = Array(s.utf8)
+        _ = bytes.withUnsafeMutableBytes { Glibc.write(2, $0.baseAddress, $0.count) }
     }
 }

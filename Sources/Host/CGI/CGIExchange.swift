@@ -42,7 +42,7 @@ extension Exchange {
     /// Runs the request as CGI when its path is under /cgi/ and CGI is on. Answers 404 / 403 /
     /// 503 itself; false when the request is not for CGI.
     func dispatchToCGI() -> Bool {
-        guard let settings = worker.config.cgi, resolvePath() == nil, path.firstSegmentIs("cgi") else { return false }
+        guard let settings = site.cgi, resolvePath() == nil, path.firstSegmentIs("cgi") else { return false }
         let peer = connection.peerDescription
         guard let target = locateProgram(settings) else { return true }
         guard worker.cgiSlots?.take() ?? true else {
@@ -119,7 +119,7 @@ extension Exchange {
         env.scriptName = scriptName
         env.scriptFilename = filename
         env.pathInfo = pathInfo
-        env.documentRoot = worker.root.realPath
+        env.documentRoot = site.root.realPath
         if let host = request.value(.host).map({ request.storage[$0] }), let name = Exchange.hostWithoutPort(host) {
             env.serverName = Array(name)
         } else {
@@ -276,7 +276,7 @@ extension Exchange {
         guard cgi.headSent else { return flushInterim() }
         let progress = pump.run()
         cgi.process?.watch(.stdout, progress == .waiting && cgiBody.waitingForOutput)
-        if progress == .waiting { connection.setDeadline(worker.config.cgi!.timeout) }
+        if progress == .waiting { connection.setDeadline(worker.config.cgiTimeout) }
         return progress
     }
 
@@ -356,7 +356,7 @@ extension Exchange {
     }
 
     func cgiDeadlineExpired() {
-        let seconds = Double(worker.config.cgi!.timeout) / 1000
+        let seconds = Double(worker.config.cgiTimeout) / 1000
         if !cgi.headSent {
             worker.logger.error("cgi \(cgi.name): no response within \(seconds) s, ending it: 504", metadata: ["peer": "\(connection.peerDescription)"])
             endCGIRequest(abandon: true)
@@ -374,7 +374,7 @@ extension Exchange {
 
     /// Input read, input written or output read: the program's timeout starts again.
     func cgiMadeProgress() {
-        if let timeout = worker.config.cgi?.timeout { connection.setDeadline(timeout) }
+        connection.setDeadline(worker.config.cgiTimeout)
     }
 
     /// Lets go of the program: at the response's end, or cut short (`abandon`: it is ended).

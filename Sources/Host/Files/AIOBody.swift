@@ -210,6 +210,6 @@ final class AIOBody: BodyProducer {
         joinsHead = false
         if ownDirectFD >= 0 && ownDirectFD != region.fd { Sys.close(ownDirectFD) }
         ownDirectFD = AIOBody.unopened
-        region.release(exchange.worker.fileCache)
+        region.release()
     }
 }

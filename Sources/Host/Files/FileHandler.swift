@@ -12,8 +12,9 @@ extension Exchange {
             return
         }
         var dynamic = path.isDynamic
-        let cache = worker.fileCache
-        if let entry = cache.lookup(&path, dynamic: dynamic, root: worker.root, now: worker.loop.now) {
+        let root = site.root
+        let cache = worker.fileCache(site.rootID)
+        if let entry = cache.lookup(&path, dynamic: dynamic, root: root, now: worker.loop.now) {
             if path.trailingSlash {  // "/file.txt/" names a directory that is not there
                 respondWithError(.notFound)
                 return
@@ -26,14 +27,14 @@ extension Exchange {
         if isDirectoryTarget {
             // "/dir/" is answered by dir/index.html, cached under that name.
             indexPath.setIndex(of: path)
-            if let entry = cache.lookup(&indexPath, dynamic: false, root: worker.root, now: worker.loop.now) {
+            if let entry = cache.lookup(&indexPath, dynamic: false, root: root, now: worker.loop.now) {
                 respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
                                            contentType: entry.contentType, dynamic: false, cached: entry))
                 return
             }
         }
         var file: DocumentRoot.OpenFile
-        switch worker.root.open(&path) {
+        switch root.open(&path) {
         case .failure(.status(let status)):
             if status == .serviceUnavailable { worker.noteOpenShortage() }
             respondWithError(status)
@@ -59,7 +60,7 @@ extension Exchange {
                 redirectToDirectory()
                 return
             }
-            let lookup = worker.root.open("index.html", in: file.fd)
+            let lookup = root.open("index.html", in: file.fd)
             if case .failure(.status(let status)) = lookup {
                 Sys.close(file.fd)
                 worker.noteOpenShortage()
@@ -67,7 +68,7 @@ extension Exchange {
                 return
             }
             guard case .success(let found) = lookup, let index = found else {
-                if worker.config.autoindex {
+                if pathRule?.autoindex ?? site.autoindex {
                     serveDirectoryListing(file.fd)
                 } else {
                     Sys.close(file.fd)
@@ -162,7 +163,7 @@ extension Exchange {
             pump.out.append(contentsOf: contents[range])
             return
         }
-        if let entry = file.cached { worker.fileCache.retain(entry) }
+        if let entry = file.cached { OpenFileCache.retain(entry) }
         let region = FileRegion(fd: file.fd, ownsFD: file.cached == nil, cacheEntry: file.cached,
                                 offset: range.lowerBound, end: range.upperBound)
         if dynamic {

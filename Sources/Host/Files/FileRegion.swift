@@ -12,12 +12,12 @@ struct FileRegion {
 
     var remaining: Int { end - offset }
 
-    mutating func release(_ cache: OpenFileCache) {
+    mutating func release() {
         if fd >= 0 && ownsFD { Sys.close(fd) }
         fd = -1
         ownsFD = false
         if let entry = cacheEntry {
-            cache.release(entry)
+            OpenFileCache.release(entry)
             cacheEntry = nil
         }
     }
@@ -52,5 +52,5 @@ final class SendfileBody: BodyProducer {
         return .done
     }
 
-    func release() { region.release(worker.fileCache) }
+    func release() { region.release() }
 }

@@ -122,9 +122,9 @@ final class OpenFileCache {
         return entry
     }
 
-    func retain(_ entry: Entry) { entry.users += 1 }
+    static func retain(_ entry: Entry) { entry.users += 1 }
 
-    func release(_ entry: Entry) {
+    static func release(_ entry: Entry) {
         entry.users -= 1
         if entry.evicted && entry.users == 0 { entry.close() }
     }

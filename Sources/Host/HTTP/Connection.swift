@@ -29,6 +29,9 @@ final class Connection: EventHandler, Timed {
     private(set) var transport = Transport()
     private(set) var generation: UInt32 = 0
     private(set) var peer = PeerAddress()
+    /// The virtual hosts as they were when the connection opened: a reload serves new
+    /// connections, and keeps this snapshot (and the sites its requests point at) alive.
+    private(set) var sites: SiteTable
     private(set) var phase: Phase = .idle
     private(set) var exchange: Exchange?
     /// Requests answered on this connection, against `--max-requests-per-connection`.
@@ -46,6 +49,7 @@ final class Connection: EventHandler, Timed {
 
     init(worker: Worker) {
         self.worker = worker
+        sites = worker.sites
     }
 
     // MARK: life cycle
@@ -61,6 +65,7 @@ final class Connection: EventHandler, Timed {
         }
         self.fd = fd
         self.peer = PeerAddress(peer)
+        sites = worker.sites
         unsentLimited = false
         drainedAtLastRead = false
         generation &+= 1

@@ -73,6 +73,11 @@ final class Exchange {
     /// The CGI program serving this request, when one does.
     var cgi = CGIExchange()
     private(set) lazy var cgiBody = CGIBody(exchange: self)
+    /// The virtual host answering the request, chosen by `respond`; the connection's site table
+    /// keeps it alive (unowned: no reference counting per request).
+    unowned(unsafe) var site: Site
+    /// The site's settings for the request's path (extra headers, Cache-Control, autoindex).
+    unowned(unsafe) var pathRule: PathRule?
     /// The status code as sent (plugins may send codes `HTTPStatus` does not name).
     var statusCode = 200
     /// The head (and any body bytes in `pump.out`) is prepared.
@@ -89,6 +94,7 @@ final class Exchange {
     init(worker: Worker, slot: Int) {
         self.worker = worker
         self.slot = slot
+        site = worker.sites.fallback
         pending.reserveCapacity(4096)
     }
 
@@ -316,6 +322,7 @@ final class Exchange {
         refusal = nil
         requestLogged = false
         closeAfterResponse = false
+        pathRule = nil
         internalRedirects = 0
         bodyBytesReceived = 0
         sniff.removeAll(keepingCapacity: true)
@@ -553,6 +560,8 @@ final class Exchange {
     func endHead() {
         willClose = closeAfterResponse || !request.keepAlive || worker.isShuttingDown
             || connection.requestsServed + 1 >= worker.config.maxRequestsPerConnection
+        // The site's fields for this path, on responses that are not errors (nginx's add_header).
+        if let rule = pathRule, statusCode < 400 { pump.out.append(contentsOf: rule.fields) }
         ResponseHead.end(&pump.out, closing: willClose, http10: request.versionMinor == 0)
         responseReady = true
     }

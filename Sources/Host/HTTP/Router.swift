@@ -26,6 +26,7 @@ extension Exchange {
             respondWithError(.badRequest, close: true)
             return
         }
+        selectSite()
         if decoder.contentLength != UInt64.max && decoder.contentLength > UInt64(config.maxBodyBytes) {
             worker.logger.info("request body over the limit", metadata: ["peer": "\(connection.peerDescription)", "length": "\(decoder.contentLength)"])
             respondWithError(.contentTooLarge, close: true)
@@ -63,6 +64,25 @@ extension Exchange {
             // CONNECT, WebDAV and the other methods http-parser knows but aws does not implement.
             respondWithError(.notImplemented, close: request.method == HTTP_CONNECT)
         }
+    }
+
+    /// The virtual host by `Host` (over TLS without one: by the SNI name), and its settings for
+    /// the path.
+    private func selectSite() {
+        let table = connection.sites
+        if table.sites.count > 1 {
+            if let host = request.value(.host) {
+                site = table.select(host: request.storage[host])
+            } else if let name = connection.transport.tls?.serverName {
+                site = table.select(host: name[...])
+            } else {
+                site = table.fallback
+            }
+        } else {
+            site = table.fallback
+        }
+        pathRule = nil
+        if !site.paths.isEmpty, resolvePath() == nil { pathRule = site.rule(for: path.bytes, trailingSlash: path.trailingSlash) }
     }
 
     /// Transfer-Encoding (TransferCodingList): nil when absent or exactly chunked; 400 when the

@@ -57,6 +57,8 @@ struct PluginExchange {
     }
 
     var route: Route?
+    /// The worker's route table (plugins folder) `route` came from.
+    var table = 0
     var handler: PluginHandler?
     var function: FFIFunction?
     var generation: UInt32 = 0
@@ -121,7 +123,8 @@ extension Exchange {
     /// Routes a complete head to a plugin when one owns the path. Returns false when no plugin
     /// route applies (the request then goes to the file handler).
     func dispatchToPlugin() -> Bool {
-        let table = worker.routes
+        guard let tableIndex = site.pluginTable else { return false }
+        let table = worker.routeTables[tableIndex]
         guard !table.isEmpty else { return false }
         if resolvePath() != nil { return false }
         let (route, owned) = table.match(path: path.bytes, method: request.method)
@@ -143,6 +146,7 @@ extension Exchange {
             return false
         }
         plugin.route = route
+        plugin.table = tableIndex
         plugin.generation = plugin.generation == UInt32.max ? 1 : plugin.generation + 1
         plugin.handle = HostAPI.handle(worker: worker.index, slot: slot, generation: plugin.generation)
         worker.liveHandles.set(plugin.handle, slot: slot)
@@ -601,6 +605,6 @@ extension Exchange {
         plugin.chunked = false
         plugin.bytesQueued = 0
         worker.liveHandles.set(0, slot: slot)
-        worker.plugins.release(route.plugin)
+        worker.pluginHosts[plugin.table].release(route.plugin)
     }
 }

@@ -9,6 +9,8 @@ import Synchronization
 /// mapped for any thread of it that is still running. Workers only ever see immutable `RouteTable` snapshots, installed by a function posted
 /// to their loop; `release` is the one method called from worker threads.
 final class PluginHost: @unchecked Sendable {
+    /// This folder's route table in every worker (`Worker.routeTables`, `Site.pluginTable`).
+    let index: Int
     private let control: EventLoop
     private let loader: PluginLoader?
     private let logger: Logger
@@ -19,7 +21,8 @@ final class PluginHost: @unchecked Sendable {
     /// Retired versions still loaded (their last users are finishing). Control thread only.
     private var retired: [LoadedPlugin] = []
 
-    init(control: EventLoop, loader: PluginLoader?, table: RouteTable, logger: Logger) {
+    init(index: Int, control: EventLoop, loader: PluginLoader?, table: RouteTable, logger: Logger) {
+        self.index = index
         self.control = control
         self.loader = loader
         self.table = table
@@ -72,7 +75,8 @@ final class PluginHost: @unchecked Sendable {
             if p.retire() { unload(p) }
         }
         for worker in workers {
-            worker.loop.post { worker.install(next) }
+            let index = self.index
+            worker.loop.post { worker.install(next, at: index) }
         }
     }
 

@@ -7,6 +7,10 @@ struct Config: Sendable {
     var address = "0.0.0.0"
     var port: UInt16 = 8888
     var pluginsDirectory: String?
+    /// `--config FILE`, re-read on SIGHUP.
+    var configFile: String?
+    /// The file's `[[server]]` blocks: virtual hosts (none: one site from the flags).
+    var servers: [ConfigFile.ServerBlock] = []
     /// --plugin-config NAME.KEY=VALUE, by plugin name.
     var pluginConfig: [String: [String: String]] = [:]
     var strictPlugins = false
@@ -24,8 +28,11 @@ struct Config: Sendable {
     /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
     var deferAccept = false
 
-    /// CGI under /cgi/ (nil: `--no-cgi`).
+    /// CGI under /cgi/ (nil: `--no-cgi`); a `[[server]]` may have its own folder or none.
     var cgi: CGISettings? = CGISettings()
+    /// `--cgi-timeout` and `--cgi-max`, for every site's programs.
+    var cgiTimeout: Int64 = 30_000
+    var cgiMax = 64
 
     // HTTPS
     /// Certificates and the TLS port; nil: no TLS listener.

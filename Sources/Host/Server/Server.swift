@@ -10,10 +10,52 @@ import Synchronization
 final class Server {
     let config: Config
     let logger: Logger
+    /// Reads the configuration again (the file under the same flags), for SIGHUP.
+    private let reread: (() throws -> Config)?
+    /// Control thread only, like everything below.
+    private let sites = SiteBuilder()
+    private var pluginHosts: [PluginHost] = []
+    /// The certificates in use, with those of the current server blocks.
+    private var tlsSettings: TLSSettings?
+    /// The configuration in use (the last one SIGHUP read successfully).
+    private var current: Config
 
-    init(config: Config, logger: Logger) {
+    init(config: Config, logger: Logger, reread: (() throws -> Config)? = nil) {
         self.config = config
         self.logger = logger
+        self.reread = reread
+        self.current = config
+        self.tlsSettings = SiteBuilder.tlsSettings(config)
+    }
+
+    /// `--check`: everything start-up would read, read — the file, the document roots, the
+    /// certificates, the plugins (loaded, initialized, shut down) — and nothing bound or served.
+    func check() throws {
+        let table = try sites.build(config)
+        if let settings = tlsSettings { _ = try loadTLS(settings) }
+        let control = try EventLoop(tickMillis: 1000)
+        for (i, folder) in sites.pluginFolders.enumerated() {
+            let loader = PluginLoader(directory: folder.path, config: config.pluginConfig, strict: true, root: folder.root, logger: logger)
+            let routes: RouteTable
+            do {
+                routes = try loader.loadAll()
+            } catch {
+                throw ConfigError("plugins folder \(folder.path): \(error)")
+            }
+            let host = PluginHost(index: i, control: control, loader: loader, table: routes, logger: logger)
+            host.attach([])
+            host.unloadAllAtExit()
+        }
+        for site in table.sites { logger.info("site \(site.description): root \(site.root.realPath)") }
+    }
+
+    /// A plugins folder's loader, route table and host (the folder at `index` of `sites`).
+    private func loadPlugins(_ index: Int, control: EventLoop) throws -> PluginHost {
+        let folder = sites.pluginFolders[index]
+        let loader = PluginLoader(directory: folder.path, config: current.pluginConfig, strict: current.strictPlugins, root: folder.root, logger: logger)
+        let routes = try loader.loadAll()
+        logger.info("plugins \(folder.path): \(routes.plugins.count) plugin(s) loaded")
+        return PluginHost(index: index, control: control, loader: loader, table: routes, logger: logger)
     }
 
     func run() throws {
@@ -25,9 +67,9 @@ final class Server {
         guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
 
         raiseDescriptorLimit()
-        let root = try DocumentRoot(path: config.root)
+        let siteTable = try sites.build(config)
         // Certificates are read before privileges are dropped (keys are often readable by root only).
-        let tls = try config.tls.map { settings in try loadTLS(settings) }
+        let tls = try tlsSettings.map { settings in try loadTLS(settings) }
         let plain = config.plainHTTP ? try bindListeners(count: config.workers, port: config.port, secure: false) : []
         let secure: [ListeningSocket]
         do {
@@ -44,32 +86,22 @@ final class Server {
         if config.plainHTTP { endpoints.append("\(config.address):\(config.port)") }
         if let settings = config.tls { endpoints.append("\(config.address):\(settings.port) (TLS)") }
         logger.info("aws \(AWSVersion.string) listening on \(endpoints.joined(separator: " and ")) with \(config.workers) worker(s)\(sharing)")
-        logger.info("document root: \(root.realPath)")
-        logger.info("plugins: \(config.pluginsDirectory ?? "none")")
-
-        var loader: PluginLoader?
-        var routes = RouteTable(plugins: [])
-        if let dir = config.pluginsDirectory {
-            let l = PluginLoader(directory: dir, config: config.pluginConfig, strict: config.strictPlugins, root: root.realPath, logger: logger)
-            routes = try l.loadAll()
-            loader = l
-            logger.info("\(routes.plugins.count) plugin(s) loaded")
-        }
+        logSites(siteTable)
 
         let control = try EventLoop(tickMillis: 1000)
-        let plugins = PluginHost(control: control, loader: loader, table: routes, logger: logger)
+        for i in sites.pluginFolders.indices { pluginHosts.append(try loadPlugins(i, control: control)) }
         let budget = SharedLimit(limit: config.maxConnections)
-        let cgiSlots = config.cgi.map { SharedLimit(limit: $0.maxRunning) }
+        let cgiSlots = SharedLimit(limit: config.cgiMax)
         var workers: [Worker] = []
         for i in 0..<config.workers {
             // Per port: this worker's own socket, or the one shared by all.
             let sockets = [plain, secure].compactMap { $0.isEmpty ? nil : $0[$0.count == 1 ? 0 : i] }
-            workers.append(try Worker(index: i, config: config, root: root, listeners: sockets, tls: tls, plugins: plugins,
+            workers.append(try Worker(index: i, config: config, sites: siteTable, listeners: sockets, tls: tls, plugins: pluginHosts,
                                       budget: budget, cgiSlots: cgiSlots, logger: logger))
         }
         // Plugin handles name their worker by index: the table is complete before any plugin runs.
         HostAPI.workers = workers
-        plugins.attach(workers)
+        for host in pluginHosts { host.attach(workers) }
 
         let running = RunningWorkers(count: workers.count, control: control)
         var threads: [pthread_t] = []
@@ -90,8 +122,9 @@ final class Server {
                 logger.notice("signal \(signal): shutting down gracefully")
                 for worker in workers { worker.loop.post { worker.beginShutdown() } }
             case SIGHUP:
-                plugins.reload()
-                if let settings = self.config.tls { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
+                for host in self.pluginHosts { host.reload() }
+                if self.reread != nil { self.reloadConfiguration(workers: workers, control: control) }
+                if let settings = self.tlsSettings { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
             default: break
             }
         }
@@ -99,8 +132,61 @@ final class Server {
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
-        plugins.unloadAllAtExit()
+        for host in pluginHosts { host.unloadAllAtExit() }
         logger.info("stopped")
+    }
+
+    // MARK: configuration file
+
+    private func logSites(_ table: SiteTable) {
+        for site in table.sites {
+            let folder = site.pluginTable.map { sites.pluginFolders[$0].path } ?? "none"
+            logger.info("site \(site.description)\(site === table.fallback && table.sites.count > 1 ? " (default)" : ""): root \(site.root.realPath), plugins \(folder), cgi \(site.cgi?.directory ?? "off")")
+        }
+    }
+
+    /// SIGHUP with `--config`: the file is read again; when it is good, new connections get its
+    /// sites (new plugins folders loaded first) and its certificates. A broken file is logged
+    /// and changes nothing. What is bound at start (address, ports, workers) and the limits stay
+    /// as they were until a restart.
+    private func reloadConfiguration(workers: [Worker], control: EventLoop) {
+        guard let reread else { return }
+        let next: Config
+        let table: SiteTable
+        do {
+            next = try reread()
+            if next.tls == nil && tlsSettings != nil || next.tls != nil && tlsSettings == nil {
+                throw ConfigError("turning HTTPS on or off needs a restart")
+            }
+            table = try sites.build(next)
+        } catch {
+            logger.error("SIGHUP: configuration not reloaded, the previous one stays: \(error)")
+            return
+        }
+        let fixed: [(String, Bool)] = [
+            ("address", next.address != current.address), ("port", next.port != current.port), ("workers", next.workers != current.workers),
+            ("tls-port", next.tls?.port != current.tls?.port), ("no-http", next.plainHTTP != current.plainHTTP),
+        ]
+        for (key, changed) in fixed where changed { logger.warning("SIGHUP: '\(key)' changed; it takes effect at restart") }
+        current = next
+        // Folders named for the first time: loaded here, installed before any site points at them.
+        while pluginHosts.count < sites.pluginFolders.count {
+            let index = pluginHosts.count
+            let host: PluginHost
+            do {
+                host = try loadPlugins(index, control: control)
+            } catch {
+                logger.error("SIGHUP: plugins \(sites.pluginFolders[index].path): \(error); serving that folder with no plugins")
+                host = PluginHost(index: index, control: control, loader: nil, table: RouteTable(plugins: []), logger: logger)
+            }
+            pluginHosts.append(host)
+            host.attach(workers)
+            for worker in workers { worker.loop.post { worker.addPluginHost(host) } }
+        }
+        for worker in workers { worker.loop.post { worker.installSites(table) } }
+        tlsSettings = SiteBuilder.tlsSettings(next)
+        logSites(table)
+        logger.notice("SIGHUP: configuration reloaded from \(next.configFile ?? "?")")
     }
 
     // MARK: TLS

@@ -5,8 +5,8 @@ import Synchronization
 
 /// One event loop and everything it owns: its listening socket, its connections, its libaio
 /// context, its open-file cache, its timers and its log buffer. Each worker runs on a thread of
-/// its own; workers share only the read-only `Config` and `DocumentRoot`, the connection budget
-/// (an atomic) and immutable route-table snapshots.
+/// its own; workers share only the read-only `Config`, immutable snapshots (the sites and their
+/// document roots, the route tables) and the connection budget (an atomic).
 ///
 /// `@unchecked Sendable`: other threads touch a worker only through `loop.post` (thread-safe)
 /// and `isLoopThread`; everything else is used on the worker's own loop thread.
@@ -14,9 +14,9 @@ final class Worker: @unchecked Sendable {
     let index: Int
     let config: Config
     let loop: EventLoop
-    let root: DocumentRoot
     let aio: AIOEngine
-    let fileCache = OpenFileCache()
+    /// One open-file cache per distinct document root (`Site.rootID`), made at first use.
+    private var fileCaches: [OpenFileCache] = []
     let wheel: TimerWheel<Connection>
     /// Request lines go through swift-log (`aws.access`, info) into this worker's buffered sink.
     let accessLog: AccessLog?
@@ -59,9 +59,13 @@ final class Worker: @unchecked Sendable {
     private var lastTrim: Int64 = 0
     /// Plugin handles that are live now, by exchange slot: readable from any thread.
     let liveHandles: HandleTable
-    /// The plugin routes: an immutable snapshot, replaced whole by `install` on reload.
-    private(set) var routes: RouteTable
-    let plugins: PluginHost
+    /// The virtual hosts new connections get: an immutable snapshot, replaced whole by
+    /// `installSites` when SIGHUP re-reads the configuration file.
+    private(set) var sites: SiteTable
+    /// The plugin routes of each plugins folder (`Site.pluginTable`): immutable snapshots, each
+    /// replaced whole by `install` on reload; a folder first named by a reload is appended.
+    private(set) var routeTables: [RouteTable]
+    private(set) var pluginHosts: [PluginHost]
     /// Times every call into plugin code (`--plugin-slow-ms`).
     let callbackWatch: CallbackWatch
     /// Open connections of the whole server, against `--max-connections`.
@@ -84,16 +88,16 @@ final class Worker: @unchecked Sendable {
     private var lastAcceptError: (any Error)?
     private var shutdownDeadline: Int64 = .max
 
-    init(index: Int, config: Config, root: DocumentRoot, listeners sockets: [ListeningSocket], tls: TLSContexts?,
-         plugins: PluginHost, budget: SharedLimit, cgiSlots: SharedLimit?, logger: Logger) throws {
+    init(index: Int, config: Config, sites: SiteTable, listeners sockets: [ListeningSocket], tls: TLSContexts?,
+         plugins: [PluginHost], budget: SharedLimit, cgiSlots: SharedLimit?, logger: Logger) throws {
         self.cgiSlots = cgiSlots
         self.index = index
-        self.routes = plugins.table
-        self.plugins = plugins
+        self.sites = sites
+        self.routeTables = plugins.map(\.table)
+        self.pluginHosts = plugins
         callbackWatch = CallbackWatch(worker: index, slowMillis: config.pluginSlowMillis, logger: logger)
         self.budget = budget
         self.config = config
-        self.root = root
         self.logger = logger
         loop = try EventLoop(tickMillis: 100)
         aio = try AIOEngine()
@@ -148,11 +152,29 @@ final class Worker: @unchecked Sendable {
     /// New TLS connections get these certificates; open ones keep theirs.
     func installTLS(_ contexts: TLSContexts) { tls = contexts }
 
-    /// Serves new requests from `table`; requests in flight keep the routes they started with.
-    func install(_ table: RouteTable) {
-        let old = routes
-        routes = table
-        for p in old.plugins { plugins.release(p) }
+    /// Serves new requests of folder `index` from `table`; requests in flight keep the routes
+    /// they started with.
+    func install(_ table: RouteTable, at index: Int) {
+        let old = routeTables[index]
+        routeTables[index] = table
+        for p in old.plugins { pluginHosts[index].release(p) }
+    }
+
+    /// A plugins folder a reloaded configuration names for the first time (`host.index` is the
+    /// next table's).
+    func addPluginHost(_ host: PluginHost) {
+        precondition(host.index == pluginHosts.count)
+        pluginHosts.append(host)
+        routeTables.append(host.table)
+    }
+
+    /// New connections are served by `table`; open ones keep the sites they started with.
+    func installSites(_ table: SiteTable) { sites = table }
+
+    /// The open-file cache of the root with this id.
+    func fileCache(_ rootID: Int) -> OpenFileCache {
+        while fileCaches.count <= rootID { fileCaches.append(OpenFileCache()) }
+        return fileCaches[rootID]
     }
 
     private func tick() {

@@ -48,6 +48,12 @@ final class TLSSession {
         return UnsafeRawBufferPointer(start: s, count: strlen(s))
     }
 
+    /// The name the client asked for by SNI, if any (chooses the site of a request without Host).
+    var serverName: [UInt8]? {
+        guard let name = SSL_get_servername(ssl, Int32(TLSEXT_NAMETYPE_host_name)) else { return nil }
+        return Array(UnsafeRawBufferPointer(start: name, count: strlen(name)))
+    }
+
     /// Decrypted bytes (or bytes of a record already read) wait inside OpenSSL: the socket may
     /// be empty, so epoll will not report them.
     var hasBufferedInput: Bool { SSL_has_pending(ssl) == 1 }
