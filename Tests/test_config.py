@@ -296,3 +296,27 @@ def test_sighup_loads_a_plugins_folder_named_for_the_first_time(make_server, tmp
     write(config, f'[[server]]\nnames = ["a.test"]\nroot = "{a}"\nplugins = "{plugins}"\n')
     srv.signal(signal.SIGHUP)
     awstest.wait_for(lambda: awstest.request(srv.port, req).status == 200, timeout=5)
+
+
+def test_the_readme_example_is_a_good_file(tmp_path, pki):  # noqa: F811
+    """The README's example config, its paths moved into a scratch folder, passes --check."""
+    import re
+    readme = open(os.path.join(awstest.REPO, "README.md")).read()
+    text = readme.split("### Configuration file and virtual hosts", 1)[1].split("```toml", 1)[1].split("```", 1)[0]
+
+    def local(m):
+        key, path = m.group(1), m.group(2)
+        if key == "tls-cert":
+            return f'{key} = "{pki["default"].cert}"'
+        if key == "tls-key":
+            return f'{key} = "{pki["default"].key}"'
+        moved = str(tmp_path) + path
+        if key in ("root", "plugins"):
+            os.makedirs(moved, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(moved), exist_ok=True)
+        return f'{key} = "{moved}"'
+
+    config = write(tmp_path / "aws.toml", re.sub(r'^\s*([a-z-]+) = "(/[^"]*)"', local, text, flags=re.M))
+    p = check(config)
+    assert p.returncode == 0, f"{p.stderr}\n{open(config).read()}"
