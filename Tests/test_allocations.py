@@ -100,7 +100,9 @@ def counted():
             plugins["hello"] = pu.example_plugin("hello")
         except BaseException:  # the plugin test reports why (skip or fail); the rest run
             pass
-    args = ["--plugins", pu.plugin_folder(plugins), "--log-level", "warning"]
+    # With --metrics: the requests are counted and timed, which must not allocate either.
+    args = ["--plugins", pu.plugin_folder(plugins), "--log-level", "warning",
+            "--metrics", f"{awstest.HOST}:{awstest.free_port()}"]
     srv = awstest.Server(make_root(), args=args, log_dir=pu.new_dir("alloc-log-"), name="alloc")
     with awstest.running(srv, env={"LD_PRELOAD": shim, "MALLOC_COUNT_FILE": counter}):
         srv.loaded = set(plugins)

@@ -47,6 +47,8 @@ struct AWSCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Worker threads, each with its own event loop and listening socket; auto: one per usable CPU.", valueName: "N|auto"))
     var workers: WorkerCount = .auto
     @Flag(help: "Hand a connection to the server only once it has sent data (TCP_DEFER_ACCEPT).") var deferAccept = false
+    @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDR:PORT/metrics, on a listener of their own (off by default); IPv6 as [ADDR]:PORT.", valueName: "ADDR:PORT"))
+    var metrics: String?
 
     @Option(help: "HTTPS port (default 8443 when --tls-cert is given; the plain --port serves HTTP beside it).")
     var tlsPort: UInt16?
@@ -89,6 +91,9 @@ struct AWSCommand: ParsableCommand {
         for (name, v) in [("max-request-line", maxRequestLine), ("max-header-bytes", maxHeaderBytes), ("max-headers", maxHeaders),
                           ("max-connections", maxConnections), ("max-requests-per-connection", maxRequestsPerConnection)] where v < 1 {
             throw ValidationError("--\(name) must be at least 1")
+        }
+        if let metrics, MetricsEndpoint(metrics) == nil {
+            throw ValidationError("--metrics wants ADDR:PORT (an IPv4 address, or an IPv6 one in brackets, and a port from 1 to 65535), got \(metrics)")
         }
         if maxBody < 0 { throw ValidationError("--max-body must not be negative") }
         if !(0...86_400_000).contains(pluginSlowMs) { throw ValidationError("--plugin-slow-ms must be between 0 and 86400000") }
@@ -166,6 +171,7 @@ struct AWSCommand: ParsableCommand {
         config.dynamicIO = dynamicIo
         config.workers = workers.resolved
         config.deferAccept = deferAccept
+        config.metrics = metrics.flatMap(MetricsEndpoint.init)
         if let tlsCert, let tlsKey {
             var tls = TLSSettings()
             tls.port = tlsPort ?? 8443

@@ -122,6 +122,8 @@ final class AIOBody: BodyProducer {
 
     private func readFromDevice(_ slot: Int, at offset: Int, wanted: Int) {
         let direct = directFD
+        // Asked of the page cache first: this read is what its miss costs.
+        if fromCache { exchange.worker.metrics.aioDirectFallbacks.add() }
         if fromCache && !warmed && direct >= 0 {
             // This request reads from the device; the next ones should find the range cached.
             warmed = true

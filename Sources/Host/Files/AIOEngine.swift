@@ -78,8 +78,12 @@ final class AIOEngine: EventHandler {
     private var completedOwners: [(index: Int, owner: ObjectIdentifier, generation: UInt32)] = []
     private let nowaitFlag = aws_rwf_nowait()
 
-    init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256) throws(SyscallError) {
+    /// Reads started, submitted and completed are counted here (`--metrics`).
+    private let metrics: WorkerMetrics
+
+    init(bufferSize: Int = 512 * 1024, maxSlots: Int = 256, metrics: WorkerMetrics) throws(SyscallError) {
         self.bufferSize = bufferSize
+        self.metrics = metrics
         self.maxSlots = maxSlots
         var ctx: io_context_t?
         let r = io_setup(Int32(maxSlots), &ctx)
@@ -211,6 +215,7 @@ final class AIOEngine: EventHandler {
         cb.pointee.data = UnsafeMutableRawPointer(bitPattern: index + 1)
         slots[index].fileOffset = offset
         slots[index].fromCache = fromCache
+        if fromCache { metrics.aioPageCacheReads.add() } else { metrics.aioDeviceReads.add() }
         if fromCache {
             cb.pointee.aio_rw_flags = UInt32(nowaitFlag)
             slots[index].state = .queued
@@ -220,7 +225,10 @@ final class AIOEngine: EventHandler {
         slots[index].state = .reading
         io_set_eventfd(cb, eventFD)
         var list: UnsafeMutablePointer<iocb>? = cb
-        if io_submit(context, 1, &list) == 1 { return }
+        if io_submit(context, 1, &list) == 1 {
+            metrics.aioReadsSubmitted.add()
+            return
+        }
         // The kernel would not queue a device read (-EAGAIN under pressure): read synchronously
         // instead, so the transfer goes on rather than failing.
         let n = pread(fd, slots[index].buffer!, length, off_t(offset))
@@ -246,6 +254,7 @@ final class AIOEngine: EventHandler {
             let r = deferred.withUnsafeMutableBufferPointer { io_submit(context, count, $0.baseAddress) }
             let submitted = Int(max(r, 0))
             cacheReadsOut += submitted
+            metrics.aioReadsSubmitted.add(submitted)
             // Whatever was not queued (EAGAIN: the ring is full; EOPNOTSUPP: no RWF_NOWAIT on
             // this filesystem; anything else about one read) is read from the device instead,
             // by each owner: an error about one read must not fail the others of the batch.
@@ -284,6 +293,7 @@ final class AIOEngine: EventHandler {
         while true {
             let n = takeCompletions()
             if n <= 0 { return }
+            metrics.aioReadsCompleted.add(n)
             for i in 0..<n {
                 let index = Int(bitPattern: events[i].data) - 1
                 let res = Int64(bitPattern: UInt64(events[i].res))

@@ -78,10 +78,22 @@ final class OpenFileCache {
     /// How long a hit trusts the last fstat: one loop tick.
     private let statMillis: Int64 = 100
 
-    init(capacity: Int = 1024) { self.capacity = capacity }
+    /// Hits and misses are counted here.
+    private let metrics: WorkerMetrics
+
+    init(capacity: Int = 1024, metrics: WorkerMetrics) {
+        self.capacity = capacity
+        self.metrics = metrics
+    }
 
     /// A still-valid entry for the path, or nil (then open the file and `insert` it).
     func lookup(_ path: inout TargetPath, dynamic wantsDynamic: Bool, root: DocumentRoot, now: Int64) -> Entry? {
+        let entry = find(&path, dynamic: wantsDynamic, root: root, now: now)
+        if entry != nil { metrics.fileCacheHits.add() } else { metrics.fileCacheMisses.add() }
+        return entry
+    }
+
+    private func find(_ path: inout TargetPath, dynamic wantsDynamic: Bool, root: DocumentRoot, now: Int64) -> Entry? {
         guard let entry = wantsDynamic ? dynamic[path.bytes] : buffered[path.bytes] else { return nil }
         if now - entry.statAt < statMillis { return entry }
         entry.statAt = now

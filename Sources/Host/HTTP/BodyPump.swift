@@ -170,6 +170,7 @@ final class BodyPump {
     @inline(__always)
     private func progressed(_ n: Int) {
         bytesSent += n
+        exchange.worker.metrics.bytesSent.add(n)
         exchange.connection.setDeadline(exchange.worker.config.sendTimeout)
     }
 }

@@ -618,6 +618,12 @@ final class Exchange {
     /// the protocol version after it (` TLSv1.3`).
     private func logAccess() {
         requestLogged = true
+        let counts = worker.countsRequests
+        guard counts || worker.accessLogger != nil else { return }
+        let nanos = headComplete ? Sys.monotonicNanos() &- requestStartNanos : 0
+        if counts {
+            worker.metrics.requestEnded(status: statusCode, method: WorkerMetrics.methodIndex(request.method, headComplete: headComplete), nanos: nanos)
+        }
         guard let logger = worker.accessLogger else { return }
         // Taken out of the exchange while it is filled (a copy would share the buffer, and
         // removeAll would then allocate a new one every request).
@@ -640,7 +646,7 @@ final class Exchange {
         line.append(32)
         line.append(decimal: pump.bytesSent + pump.unsent)
         line.append(32)
-        let micros = headComplete ? Int((Sys.monotonicNanos() &- requestStartNanos) / 1000) : 0
+        let micros = Int(nanos / 1000)
         line.append(decimal: micros / 1000)
         line.append(46)
         let frac = micros % 1000

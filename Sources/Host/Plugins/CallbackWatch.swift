@@ -44,8 +44,12 @@ final class CallbackWatch: @unchecked Sendable {
     /// objects are 16-byte aligned), or the kind alone when the route is not known.
     private let running = Atomic<UInt>(0)
 
-    init(worker: Int, slowMillis: Int, logger: Logger) {
+    /// Slow callbacks are counted here too (`--metrics`).
+    private let metrics: WorkerMetrics
+
+    init(worker: Int, slowMillis: Int, logger: Logger, metrics: WorkerMetrics) {
         self.worker = worker
+        self.metrics = metrics
         slowNanos = UInt64(max(slowMillis, 0)) * 1_000_000
         self.logger = logger
     }
@@ -70,6 +74,7 @@ final class CallbackWatch: @unchecked Sendable {
     @inline(never)
     private func reportSlow(_ kind: PluginCallback, _ route: Route?, code: UnsafeRawPointer?, nanos: UInt64) {
         slowCount += 1
+        metrics.pluginSlowCallbacks.add()
         let what = CallbackWatch.describe(kind, route, code: code)
         logger.warning("\(what) took \(CallbackWatch.millis(nanos)) ms (limit \(slowNanos / 1_000_000) ms): worker \(worker) served nothing else meanwhile (\(slowCount) slow callback\(slowCount == 1 ? "" : "s") so far)")
     }

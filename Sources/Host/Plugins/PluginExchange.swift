@@ -196,8 +196,10 @@ extension Exchange {
         // plugin's fields as it adds them, the framing when its first part or finish comes.
         beginResponse(code: plugin.status)
         let watch = worker.callbackWatch, route = plugin.route
+        worker.metrics.pluginRequests.add()
         let rc = withRequestView { view in watch.measure(.onRequest, route) { handler.onRequest(plugin.handle, view, handler.user) } }
         if rc != 0 {
+            worker.metrics.pluginErrors.add(WorkerMetrics.PluginError.onRequest.rawValue)
             plugin.stage = .settled
             let status = HTTPStatus.errorStatus(Int(rc))
             if !(400..<600).contains(Int(rc)) {
@@ -420,8 +422,10 @@ extension Exchange {
     func pluginFail(_ status: Int) -> Int32 {
         switch plugin.response {
         case .open, .finishedBeforeHead:
+            worker.metrics.pluginErrors.add(WorkerMetrics.PluginError.fail.rawValue)
             replaceWithError(HTTPStatus.errorStatus(status), close: requestHasBody && !messageComplete)
         case .streaming, .failed(from: .streaming):
+            worker.metrics.pluginErrors.add(WorkerMetrics.PluginError.fail.rawValue)
             plugin.response = .failed(from: .finishCalled)
         case .finishing, .complete, .failed:
             return misuse("fail after finish")
@@ -455,6 +459,7 @@ extension Exchange {
     }
 
     private func misuse(_ what: String) -> Int32 {
+        worker.metrics.pluginErrors.add(WorkerMetrics.PluginError.misuse.rawValue)
         worker.logger.error("plugin \(plugin.route?.plugin.name ?? "?") misuse: \(what); ending the request")
         switch plugin.response {
         case .open: replaceWithError(.internalServerError)

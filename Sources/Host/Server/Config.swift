@@ -27,6 +27,8 @@ struct Config: Sendable {
     var workers = 1
     /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
     var deferAccept = false
+    /// The `/metrics` listener (`--metrics ADDR:PORT`); nil: none.
+    var metrics: MetricsEndpoint?
 
     /// CGI under /cgi/ (nil: `--no-cgi`); a `[[server]]` may have its own folder or none.
     var cgi: CGISettings? = CGISettings()

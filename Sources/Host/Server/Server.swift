@@ -70,6 +70,8 @@ final class Server {
         let siteTable = try sites.build(config)
         // Certificates are read before privileges are dropped (keys are often readable by root only).
         let tls = try tlsSettings.map { settings in try loadTLS(settings) }
+        // Bound first (a failure leaves nothing else to close), before privileges are dropped.
+        let metrics = try config.metrics.map { try MetricsListener(endpoint: $0, logger: logger) }
         let plain = config.plainHTTP ? try bindListeners(count: config.workers, port: config.port, secure: false) : []
         let secure: [ListeningSocket]
         do {
@@ -102,6 +104,7 @@ final class Server {
         // Plugin handles name their worker by index: the table is complete before any plugin runs.
         HostAPI.workers = workers
         for host in pluginHosts { host.attach(workers) }
+        try metrics?.start(workers.map(\.metrics))
 
         let running = RunningWorkers(count: workers.count, control: control)
         var threads: [pthread_t] = []
@@ -131,6 +134,7 @@ final class Server {
         try control.register(signalFD, signalHandler, Epoll.Interest.readable)
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
+        metrics?.stop()
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
         for host in pluginHosts { host.unloadAllAtExit() }
         logger.info("stopped")

@@ -6,7 +6,8 @@ import Synchronization
 /// One event loop and everything it owns: its listening socket, its connections, its libaio
 /// context, its open-file cache, its timers and its log buffer. Each worker runs on a thread of
 /// its own; workers share only the read-only `Config`, immutable snapshots (the sites and their
-/// document roots, the route tables) and the connection budget (an atomic).
+/// document roots, the route tables) and the connection budget (an atomic); the metrics thread
+/// reads its counters (`WorkerMetrics`: single-writer atomics).
 ///
 /// `@unchecked Sendable`: other threads touch a worker only through `loop.post` (thread-safe)
 /// and `isLoopThread`; everything else is used on the worker's own loop thread.
@@ -17,6 +18,10 @@ final class Worker: @unchecked Sendable {
     let aio: AIOEngine
     /// One open-file cache per distinct document root (`Site.rootID`), made at first use.
     private var fileCaches: [OpenFileCache] = []
+    /// This worker's counters, read by the metrics thread (`--metrics`).
+    let metrics = WorkerMetrics()
+    /// Requests are timed and counted (`--metrics` is on): a clock read per request otherwise saved.
+    let countsRequests: Bool
     let wheel: TimerWheel<Connection>
     /// Request lines go through swift-log (`aws.access`, info) into this worker's buffered sink.
     let accessLog: AccessLog?
@@ -95,12 +100,13 @@ final class Worker: @unchecked Sendable {
         self.sites = sites
         self.routeTables = plugins.map(\.table)
         self.pluginHosts = plugins
-        callbackWatch = CallbackWatch(worker: index, slowMillis: config.pluginSlowMillis, logger: logger)
+        callbackWatch = CallbackWatch(worker: index, slowMillis: config.pluginSlowMillis, logger: logger, metrics: metrics)
+        countsRequests = config.metrics != nil
         self.budget = budget
         self.config = config
         self.logger = logger
         loop = try EventLoop(tickMillis: 100)
-        aio = try AIOEngine()
+        aio = try AIOEngine(metrics: metrics)
         wheel = TimerWheel(resolutionMillis: 100, now: loop.now)
         let sink = config.accessLogEnabled ? try AccessLog(path: config.accessLogPath) : nil
         accessLog = sink
@@ -173,7 +179,7 @@ final class Worker: @unchecked Sendable {
 
     /// The open-file cache of the root with this id.
     func fileCache(_ rootID: Int) -> OpenFileCache {
-        while fileCaches.count <= rootID { fileCaches.append(OpenFileCache()) }
+        while fileCaches.count <= rootID { fileCaches.append(OpenFileCache(metrics: metrics)) }
         return fileCaches[rootID]
     }
 
@@ -235,6 +241,7 @@ final class Worker: @unchecked Sendable {
             }
             connections[Int(fd)] = connection
             openConnections += 1
+            metrics.connectionsAccepted.add()
             // The request is often here already (always with --defer-accept): answer it before
             // the socket ever enters epoll; only a connection that stays open is registered.
             connection.readAvailable()
@@ -252,6 +259,7 @@ final class Worker: @unchecked Sendable {
     /// Over the connection limit: a best-effort 503 on the fresh socket, then close. A TLS
     /// client cannot read a response before a handshake: it is only closed.
     private func refuseOverLimit(_ fd: Int32, secure: Bool) {
+        metrics.connectionsRefused.add()
         if let count = refusalLog.note(now: loop.now) { logRefusals(count) }
         guard !secure else {
             Sys.close(fd)
@@ -282,6 +290,7 @@ final class Worker: @unchecked Sendable {
 
     func connectionClosed(_ connection: Connection) {
         openConnections -= 1
+        metrics.connectionsClosed.add()
         budget.give()
         connectionPool.give(connection)
         if isShuttingDown && openConnections == 0 { loop.stop() }
