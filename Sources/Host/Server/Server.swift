@@ -20,7 +20,7 @@ final class Server {
         Sys.ignoreSIGPIPE()
         // Block the signals before any other thread exists (threads inherit the mask), so they
         // arrive only via the control loop's signalfd.
-        let signals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+        let signals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1]
         let signalFD = signals.withUnsafeBufferPointer { aws_signalfd_for($0.baseAddress, Int32($0.count)) }
         guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
 
@@ -60,12 +60,19 @@ final class Server {
         let plugins = PluginHost(control: control, loader: loader, table: routes, logger: logger)
         let budget = SharedLimit(limit: config.maxConnections)
         let cgiSlots = config.cgi.map { SharedLimit(limit: $0.maxRunning) }
+        // Log files are opened after privileges are dropped, so a reopen on SIGUSR1 (by the
+        // same user) can do what the first open did.
+        let accessLogWriter = config.accessLogEnabled ? try AccessLogWriter(format: config.accessLogFormat, workers: config.workers, logger: logger) : nil
+        if let accessLogWriter {
+            _ = try accessLogWriter.file(path: config.accessLogPath)
+            try accessLogWriter.start()
+        }
         var workers: [Worker] = []
         for i in 0..<config.workers {
             // Per port: this worker's own socket, or the one shared by all.
             let sockets = [plain, secure].compactMap { $0.isEmpty ? nil : $0[$0.count == 1 ? 0 : i] }
             workers.append(try Worker(index: i, config: config, root: root, listeners: sockets, tls: tls, plugins: plugins,
-                                      budget: budget, cgiSlots: cgiSlots, logger: logger))
+                                      budget: budget, cgiSlots: cgiSlots, accessLogWriter: accessLogWriter, logger: logger))
         }
         // Plugin handles name their worker by index: the table is complete before any plugin runs.
         HostAPI.workers = workers
@@ -89,6 +96,9 @@ final class Server {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
                 for worker in workers { worker.loop.post { worker.beginShutdown() } }
+            case SIGUSR1:
+                // logrotate's convention: the files are reopened by path, on the writer thread.
+                if let accessLogWriter { accessLogWriter.reopen() } else { logger.info("signal SIGUSR1: no access log to reopen") }
             case SIGHUP:
                 plugins.reload()
                 if let settings = self.config.tls { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
@@ -96,8 +106,13 @@ final class Server {
             }
         }
         try control.register(signalFD, signalHandler, Epoll.Interest.readable)
+        let drops = DroppedLinesReporter()
+        control.onTick { [logger] in drops.tick(now: Sys.monotonicMillis(), logger: logger) }
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
+        // The workers handed over their last lines as they ended: written before exit.
+        accessLogWriter?.finish(graceMillis: 2000)
+        drops.tick(now: Sys.monotonicMillis(), logger: logger, force: true)
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
         plugins.unloadAllAtExit()
         logger.info("stopped")
