@@ -7,7 +7,7 @@ destination that takes no bytes not stalling the server.
 - json: each line a JSON object with the documented fields and values (TLS version over HTTPS,
   plugin name on a plugin route, invalid UTF-8 and control bytes escaped);
 - SIGUSR1 after `mv access.log access.log.1`: later lines go to a new access.log and no line is
-  lost while requests keep coming;
+  lost while requests keep coming; a reopen that fails is logged and the open file kept;
 - a FIFO nobody reads: requests are still answered, the dropped lines are counted and logged.
 """
 
@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import uuid
 
@@ -78,7 +79,7 @@ def test_combined_log_is_read_by_goaccess(make_server, log_dir):
     assert lines[6].endswith('"tab\\x09here \\xff"'), lines[6]
     assert re.search(r'\] "-" 400 \d+ "-" "-"$', lines[7]), lines[7]
 
-    report = os.path.join(log_dir, "goaccess.json")
+    report = path + ".goaccess.json"
     r = subprocess.run([goaccess, path, "--log-format=COMBINED", "--no-global-config", "-o", report],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, f"goaccess failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
@@ -179,7 +180,7 @@ def test_json_line_names_the_tls_version(make_tls_server, pki, log_dir):
 
 
 def test_sigusr1_reopens_the_file_and_loses_no_line(make_server, log_dir):
-    path = os.path.join(log_dir, "access.log")
+    path = os.path.join(tempfile.mkdtemp(dir=log_dir), "access.log")
     rotated = path + ".1"
     srv = make_server(args=["--access-log", path, "--workers", "2"], name="reopen")
     answered = 0
@@ -227,7 +228,7 @@ def test_sigusr1_reopens_the_file_and_loses_no_line(make_server, log_dir):
 
 
 def test_a_destination_that_takes_nothing_does_not_stall_serving(make_server, log_dir):
-    fifo = os.path.join(log_dir, "access.fifo")
+    fifo = os.path.join(tempfile.mkdtemp(dir=log_dir), "access.fifo")
     os.mkfifo(fifo)
     # Held open, never read: once the pipe's buffer is full every write blocks.
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
@@ -247,3 +248,22 @@ def test_a_destination_that_takes_nothing_does_not_stall_serving(make_server, lo
         # The reader leaves: the blocked write fails (EPIPE) and the server can exit at once.
         os.close(reader)
     stop_cleanly(srv)
+
+
+def test_a_failed_reopen_keeps_writing_to_the_open_file(make_server, log_dir):
+    path = os.path.join(tempfile.mkdtemp(dir=log_dir), "access.log")
+    rotated = path + ".1"
+    srv = make_server(args=["--access-log", path, "--workers", "1"], name="reopen-fails")
+    assert awstest.get(srv.port, "/static/x.txt?before").status == 200
+    assert wait_for(lambda: len(read_lines(path)) == 1, 5), read_lines(path)
+    os.rename(path, rotated)
+    os.mkdir(path)  # the path is now a directory: open(O_WRONLY) fails with EISDIR
+    mark = len(srv.stderr())
+    srv.signal(signal.SIGUSR1)
+    m = pu.wait_log(srv, r"access log .*access\.log: reopen failed .*; still writing to the file open before", 5, since=mark)
+    assert m, srv.stderr()[mark:]
+    assert awstest.get(srv.port, "/static/x.txt?after").status == 200
+    stop_cleanly(srv)
+    lines = read_lines(rotated)
+    assert len(lines) == 2 and "?before " in lines[0] and "?after " in lines[1], lines
+    assert "reopened" not in srv.stderr()[mark:], srv.stderr()[mark:]

@@ -146,7 +146,10 @@ final class AccessLogWriter: @unchecked Sendable {
         if ended.load(ordering: .acquiring) {
             WorkerThread.join(thread)
         } else {
-            logger.warning("access log: the destination takes no bytes; lines still queued at exit are lost")
+            // The thread is stuck in a write: what it holds and what is queued is not written.
+            let queued = state.withLock { s in s.queue.reduce(0) { $0 + $1.lines } }
+            AccessLogWriter.droppedLineCount.add(queued, ordering: .relaxed)
+            logger.warning("access log: the destination takes no bytes; \(queued) queued line(s) and the batch being written are lost at exit")
         }
     }
 
@@ -219,17 +222,23 @@ final class AccessLogWriter: @unchecked Sendable {
     }
 
     private func reopenFiles() {
+        var reopened = 0
         for file in files {
             guard let path = file.path else { continue }
             do {
                 let fd = try LogFile.open(path)
                 Sys.close(file.fd)
                 file.fd = fd
+                reopened += 1
             } catch {
                 logger.error("access log \(path): reopen failed (\(error)); still writing to the file open before")
             }
         }
-        logger.notice("access log: reopened \(files.filter { $0.path != nil }.count) file(s)")
+        if reopened > 0 {
+            logger.notice("access log: reopened \(reopened) file(s)")
+        } else if files.allSatisfy({ $0.path == nil }) {
+            logger.notice("access log: standard error is not reopened")
+        }
     }
 }
 
@@ -268,6 +277,9 @@ struct AccessRecord {
 /// One worker's side of the access log: a buffer per destination file, filled with whole
 /// lines on the loop thread and handed to the writer thread. Used only on its worker's thread.
 final class AccessLog {
+    /// Lines dropped since start (queue full or write failed), for metrics.
+    static var droppedLines: Int { AccessLogWriter.droppedLines }
+
     let writer: AccessLogWriter
     let format: AccessLogFormat
     private var buffers: [[UInt8]]
