@@ -5,8 +5,9 @@ import Synchronization
 
 /// Start-up and shutdown: binds the listening sockets, drops privileges, loads plugins, starts
 /// one thread per worker, and then runs the control loop on the main thread. The control loop
-/// serves nothing: it turns signals into work for the workers (shutdown, plugin reload) and does
-/// the blocking plugin work (dlopen, init, shutdown) off the serving threads.
+/// serves nothing: it turns signals into work for the workers (shutdown, plugin reload) or for
+/// the access-log writer (reopen on SIGUSR1), and does the blocking plugin work (dlopen, init,
+/// shutdown) off the serving threads.
 final class Server {
     let config: Config
     let logger: Logger
