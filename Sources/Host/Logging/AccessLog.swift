@@ -57,7 +57,7 @@ final class AccessLogWriter: @unchecked Sendable {
         var lines: Int
     }
 
-    /// Guarded by the mutex: buffers waiting to be written, written ones waiting for a worker,
+    /// Guarded by `lock`: buffers waiting to be written, written ones waiting for a worker,
     /// and the requests to the thread.
     private struct State {
         var queue: [Batch] = []
@@ -69,7 +69,10 @@ final class AccessLogWriter: @unchecked Sendable {
     let format: AccessLogFormat
     /// Every destination, fixed before the workers start (`file(path:)`).
     private(set) var files: [LogFile] = []
-    private let state = Mutex(State())
+    /// A pthread mutex rather than `Synchronization.Mutex`, like the loop's posted-work queue:
+    /// ThreadSanitizer sees pthread locks (it did not see `Mutex`, and reported races inside it).
+    private let lock: UnsafeMutablePointer<pthread_mutex_t>
+    private var state = State()
     private let queueLimit: Int
     /// Wakes the thread: a first buffer queued, a reopen, the stop.
     private let wakeFD: Int32
@@ -84,10 +87,16 @@ final class AccessLogWriter: @unchecked Sendable {
         // Room for a few seconds of one-per-tick hand-overs of every worker, and for bursts.
         queueLimit = max(16, 8 * workers)
         wakeFD = try Sys.eventfd()
-        state.withLock { s in
-            s.queue.reserveCapacity(queueLimit)
-            s.spare.reserveCapacity(2 * queueLimit)
-        }
+        lock = .allocate(capacity: 1)
+        pthread_mutex_init(lock, nil)
+        state.queue.reserveCapacity(queueLimit)
+        state.spare.reserveCapacity(2 * queueLimit)
+    }
+
+    private func locked<R>(_ body: (inout State) -> R) -> R {
+        pthread_mutex_lock(lock)
+        defer { pthread_mutex_unlock(lock) }
+        return body(&state)
     }
 
     /// The destination for `path` (nil: standard error), opened now; one per distinct path.
@@ -109,7 +118,7 @@ final class AccessLogWriter: @unchecked Sendable {
     func submit(file: Int, buffer: inout [UInt8], lines: Int) {
         guard lines > 0 else { return }
         var wake = false
-        let queued = state.withLock { s -> Bool in
+        let queued = locked { s -> Bool in
             guard s.queue.count < queueLimit else { return false }
             wake = s.queue.isEmpty
             // Swapped rather than copied, here under the lock: the queued buffer stays uniquely
@@ -131,23 +140,25 @@ final class AccessLogWriter: @unchecked Sendable {
     /// SIGUSR1, from the control thread: the writer reopens every file by its path (after
     /// writing what it holds), so a file renamed by logrotate is left and a new one started.
     func reopen() {
-        state.withLock { $0.reopen = true }
+        locked { $0.reopen = true }
         Sys.signalEventfd(wakeFD)
     }
 
     /// At exit, after the workers handed over their last lines: the writer writes everything
     /// queued and ends. A destination that stays blocked is given up after `graceMillis`.
     func finish(graceMillis: Int64) {
-        state.withLock { $0.stopping = true }
+        locked { $0.stopping = true }
         Sys.signalEventfd(wakeFD)
         guard let thread else { return }
         let deadline = Sys.monotonicMillis() + graceMillis
         while !ended.load(ordering: .acquiring) && Sys.monotonicMillis() < deadline { usleep(10_000) }
         if ended.load(ordering: .acquiring) {
             WorkerThread.join(thread)
+            for file in files where file.path != nil { Sys.close(file.fd) }
+            Sys.close(wakeFD)
         } else {
             // The thread is stuck in a write: what it holds and what is queued is not written.
-            let queued = state.withLock { s in s.queue.reduce(0) { $0 + $1.lines } }
+            let queued = locked { s in s.queue.reduce(0) { $0 + $1.lines } }
             AccessLogWriter.droppedLineCount.add(queued, ordering: .relaxed)
             logger.warning("access log: the destination takes no bytes; \(queued) queued line(s) and the batch being written are lost at exit")
         }
@@ -163,7 +174,7 @@ final class AccessLogWriter: @unchecked Sendable {
             _ = poll(&pfd, 1, -1)
             _ = Sys.drainEventfd(wakeFD)
             var reopen = false, stopping = false
-            state.withLock { s in
+            locked { s in
                 swap(&s.queue, &batch)
                 reopen = s.reopen
                 s.reopen = false
@@ -173,7 +184,7 @@ final class AccessLogWriter: @unchecked Sendable {
                 write(files[batch[i].file], batch[i].bytes)
                 batch[i].bytes.removeAll(keepingCapacity: true)
             }
-            state.withLock { s in
+            locked { s in
                 for i in batch.indices {
                     s.spare.append([])
                     swap(&s.spare[s.spare.count - 1], &batch[i].bytes)
