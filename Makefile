@@ -77,12 +77,14 @@ SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memor
                    and not allocations and not dynamic_io and not one_send and not unsent_mark
 ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
-              Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py
+              Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py \
+              Tests/test_access_log.py
 # The subsets `make test` runs (about a minute of tests each): parsing, bodies, the plugin ABI
-# and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads and the callback watch under TSan.
+# and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads, the callback watch and the access-log writer under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
               Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py
-TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py
+TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py \
+              Tests/test_access_log.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(abspath Tests/sanitizers/lsan.supp) \
