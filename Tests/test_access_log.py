@@ -49,7 +49,8 @@ def stop_cleanly(srv) -> None:
 def test_combined_log_is_read_by_goaccess(make_server, log_dir):
     goaccess = shutil.which("goaccess")
     if goaccess is None:
-        pytest.skip("goaccess is not installed (Debian package goaccess; make deps)")
+        pytest.fail("goaccess not found on PATH: this test has GoAccess read the combined log "
+                    "(`make deps` installs it; or apt-get install goaccess)", pytrace=False)
     path = os.path.join(log_dir, f"access-{uuid.uuid4().hex}.log")
     srv = make_server(args=["--access-log", path, "--log-format", "combined", "--workers", "1"], name="goaccess")
     ua = 'Mozilla/5.0 "quoted" back\\slash caf\xe9'
