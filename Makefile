@@ -4,7 +4,7 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus
+APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess
 PYTHON       ?= python3
 
 .PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
@@ -78,13 +78,14 @@ SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memor
 ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py \
-              Tests/test_metrics.py
+              Tests/test_metrics.py Tests/test_access_log.py
 # The subsets `make test` runs (about a minute of tests each): parsing, bodies, the plugin ABI
-# and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads, the callback watch and
-# the metrics thread reading the workers' counters under TSan.
+# and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads, the callback watch,
+# the metrics thread reading the workers' counters and the access-log writer under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
               Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py
-TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py Tests/test_metrics.py
+TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py Tests/test_metrics.py \
+              Tests/test_access_log.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(abspath Tests/sanitizers/lsan.supp) \

@@ -7,8 +7,10 @@ moves, posix_memalign, aligned_alloc ... of every thread adds to counters in a f
 CONNECTIONS persistent connections, reads the counters, sends REQUESTS more over the same
 connections and reads them again: the difference over REQUESTS is the figure per request.
 
-The server runs like the benchmarks run it (bench/run.sh): --log-level warning, so no access-log
-line per request (nginx: access_log off). Paths measured: a 1 KiB and a 64 KiB file under
+The server runs like the benchmarks run it (bench/run.sh), --log-level warning, but with the
+access log on (issue 12): one line per request into a file, in each format (the fixture is
+parametrized: combined, json), so its formatting and hand-over to the writer thread are measured
+too. Paths measured: a 1 KiB and a 64 KiB file under
 static/ (one send from the open-file cache; header then sendfile) and under dynamic/ (libaio),
 and the Swift example plugin hello (GET /hello?name=x).
 
@@ -87,8 +89,16 @@ def make_root() -> str:
     return root
 
 
-@pytest.fixture(scope="module")
-def counted():
+def log_lines(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return f.read().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture(scope="module", params=["combined", "json"])
+def counted(request):
     """A server with the shim preloaded and the hello plugin if it can be had: (server,
     counter file, counters right after start-up)."""
     work = pu.new_dir("alloc-")
@@ -101,11 +111,15 @@ def counted():
         except BaseException:  # the plugin test reports why (skip or fail); the rest run
             pass
     # With --metrics: the requests are counted and timed, which must not allocate either.
+    access_log = os.path.join(work, "access.log")
     args = ["--plugins", pu.plugin_folder(plugins), "--log-level", "warning",
+            "--access-log", access_log, "--log-format", request.param,
             "--metrics", f"{awstest.HOST}:{awstest.free_port()}"]
     srv = awstest.Server(make_root(), args=args, log_dir=pu.new_dir("alloc-log-"), name="alloc")
     with awstest.running(srv, env={"LD_PRELOAD": shim, "MALLOC_COUNT_FILE": counter}):
         srv.loaded = set(plugins)
+        srv.access_log = access_log
+        srv.log_format = request.param
         at_start = allocations.read_counters(counter) if os.path.exists(counter) else None
         yield srv, counter, at_start
 
@@ -154,12 +168,17 @@ def test_allocations_per_request(counted, name):
     if target.startswith("/hello"):
         pu.example_plugin("hello")   # skips (not written) or fails (not built) like the other tests
         assert "hello" in srv.loaded, "the hello plugin could not be prepared"
+    lines_before = log_lines(srv.access_log)
     try:
         result = allocations.measure(awstest.HOST, srv.port, counter, target, REQUESTS, WARMUP,
                                      CONNECTIONS, [])
     except allocations.MeasureError as e:
         pytest.fail(f"{name} ({target}): {e}\nserver stderr tail:\n{srv.stderr()[-3000:]}",
                     pytrace=False)
+    # Every request was logged: the access log really was on the measured path.
+    logged = awstest.wait_for(lambda: log_lines(srv.access_log) - lines_before >= REQUESTS + WARMUP, 5)
+    assert logged, f"{log_lines(srv.access_log) - lines_before} access-log lines for {REQUESTS + WARMUP} requests"
+    name = f"{name}, access log {srv.log_format}"
     record(name, result)
     line = (f"{name}: {result['per_request']:.4f} allocations per request ({result['allocations']} "
             f"allocations, {result['frees']} frees, {result['bytes']} bytes in {result['requests']} "

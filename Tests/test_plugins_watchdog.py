@@ -9,6 +9,7 @@ plugin is Tests/plugins/sleepy.c, which sleeps in each kind of callback. Every s
 one worker, so the counts and the stall are deterministic.
 """
 
+import json
 import re
 import time
 
@@ -29,13 +30,16 @@ def _slow_line(kind, route, limit=100):
 
 
 def _access_millis(srv, target, since):
-    m = pu.wait_log(srv, rf'"GET {re.escape(target)} HTTP/1\.1" 200 \d+ (\d+)\.(\d+)ms', 3, since=since)
+    """duration_ms of the request's json access line (the servers here log json)."""
+    m = pu.wait_log(srv, rf'(?m)^\{{.*"target":"{re.escape(target)}".*\}}$', 3, since=since)
     assert m, f"no access-log line for {target}:\n{srv.stderr()[since:]}"
-    return int(m.group(1)) + int(m.group(2)) / 1000
+    o = json.loads(m.group(0))
+    assert o["method"] == "GET" and o["status"] == 200, o
+    return o["duration_ms"]
 
 
 def test_slow_callback_is_logged_with_plugin_route_and_time_and_stalls_its_worker():
-    with pu.running_server(_folder(), extra=ONE_WORKER) as srv:
+    with pu.running_server(_folder(), extra=ONE_WORKER + ["--log-format", "json"]) as srv:
         # A quick callback is not reported (the count below starts at 1).
         assert pu.ok_get(srv.port, "/sleepy?ms=0") == b"slept 0 ms\n"
         mark = pu.log_mark(srv)

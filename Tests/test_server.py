@@ -1,6 +1,7 @@
 """Process-level behaviour: access log, signals."""
 
 import os
+import re
 import signal
 import subprocess
 import uuid
@@ -12,6 +13,14 @@ from awstest import OK_EXIT, connect, get, read_response, wait_for
 
 def lines_with(text, *needles):
     return [line for line in text.splitlines() if all(n in line for n in needles)]
+
+
+# The default access-log format, Apache/nginx combined (no Referer or User-Agent sent here).
+COMBINED = r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "%s %s HTTP/1\.1" %d (\d+|-) "-" "-"'
+
+
+def combined(method, target, status):
+    return re.compile(COMBINED % (method, re.escape(target), status))
 
 
 def test_access_log_file(make_server, log_dir):
@@ -36,8 +45,10 @@ def test_access_log_file(make_server, log_dir):
     text = read()
     ok = lines_with(text, "GET", "/static/x.txt", "200")
     assert len(ok) == 1, f"expected one line for the request, got {ok}"
-    assert "127.0.0.1" in ok[0], f"no client address in {ok[0]!r}"
-    assert lines_with(text, "GET", "/static/missing-for-log.txt", "404")
+    m = combined("GET", "/static/x.txt", 200).fullmatch(ok[0])
+    assert m and m.group(1) == "17", f"not a combined line for the 17-byte file: {ok[0]!r}"
+    missing = lines_with(text, "GET", "/static/missing-for-log.txt", "404")
+    assert len(missing) == 1 and combined("GET", "/static/missing-for-log.txt", 404).fullmatch(missing[0]), missing
 
 
 def test_access_log_flushed_on_shutdown(make_server, log_dir):
@@ -60,7 +71,7 @@ def test_access_log_stderr_by_default(server):
     found = wait_for(lambda: lines_with(server.stderr(), probe), 3.0)
     assert found, f"no access-log line for {probe} on stderr; stderr tail:\n{server.stderr()[-2000:]}"
     assert len(found) == 1, found
-    assert "GET" in found[0] and "404" in found[0], found[0]
+    assert combined("GET", probe, 404).fullmatch(found[0]), found[0]
 
 
 def _stop_within(srv, sig, limit):

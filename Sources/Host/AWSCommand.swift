@@ -6,6 +6,7 @@ import Logging
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 extension DynamicIO: ExpressibleByArgument {}
+extension AccessLogFormat: ExpressibleByArgument {}
 
 @main
 struct AWSCommand: ParsableCommand {
@@ -38,7 +39,9 @@ struct AWSCommand: ParsableCommand {
     var pluginSlowMs = 100
     @Option(help: "trace, debug, info, notice, warning, error or critical. Request lines are logged at info.")
     var logLevel: Logger.Level = .info
-    @Option(help: "Write request lines to this file instead of standard error.") var accessLog: String?
+    @Option(help: "Write request lines to this file instead of standard error (reopened on SIGUSR1).") var accessLog: String?
+    @Option(help: ArgumentHelp("Access-log line format: combined (Apache/nginx combined), common (Apache common) or json (one object per line).", valueName: "combined|common|json"))
+    var logFormat: AccessLogFormat = .combined
     @Option(help: "After binding, switch to this user (when started as root).") var user: String?
     @Flag(help: "Answer HTTP/1.1 requests without a Host header with 400.") var strictHost = false
     @Flag(help: "List directories that have no index.html.") var autoindex = false
@@ -165,6 +168,7 @@ struct AWSCommand: ParsableCommand {
         }
         config.logLevel = logLevel
         config.accessLogPath = accessLog
+        config.accessLogFormat = logFormat
         config.user = user
         config.strictHost = strictHost
         config.autoindex = autoindex

@@ -89,7 +89,9 @@ final class Exchange {
     var internalRedirects = 0
     /// The current request has its access-log line (so a close does not log it twice).
     private var requestLogged = false
-    private var logLine: [UInt8] = []
+    /// Bytes of `pump.out` up to the end of the response head (0 until `endHead`): the
+    /// access log counts body bytes only, like Apache's `%b`.
+    private var responseHeadBytes = 0
 
     init(worker: Worker, slot: Int) {
         self.worker = worker
@@ -130,7 +132,6 @@ final class Exchange {
     /// generation stays too, so a handle of an earlier request on this slot never comes back.
     func shrink() {
         sniff = []
-        logLine = []
         request = RequestHead()
         pump.out = []
         cgiBody.freeBuffer()
@@ -547,6 +548,7 @@ final class Exchange {
     func beginResponse(code: Int) {
         statusCode = code
         pump.reset()
+        responseHeadBytes = 0
         ResponseHead.begin(&pump.out, code: code, date: worker.date)
         // RFC 6797 §7.2: only over a secure transport.
         if let hsts = worker.hstsField, connection.transport.isTLS { pump.out.append(contentsOf: hsts) }
@@ -563,6 +565,7 @@ final class Exchange {
         // The site's fields for this path, on responses that are not errors (nginx's add_header).
         if let rule = pathRule, statusCode < 400 { pump.out.append(contentsOf: rule.fields) }
         ResponseHead.end(&pump.out, closing: willClose, http10: request.versionMinor == 0)
+        responseHeadBytes = pump.out.count
         responseReady = true
     }
 
@@ -613,52 +616,31 @@ final class Exchange {
 
     // MARK: logging
 
-    /// One line per request through swift-log's `aws.access` logger, at info:
-    /// `<client> "<method> <target> HTTP/1.x" <status> <bytes sent> <duration>ms`, and over TLS
-    /// the protocol version after it (` TLSv1.3`).
+    /// The client the access log names. The one place it is chosen, so an address the
+    /// connection learns otherwise (a trusted proxy's) can take the socket peer's place.
+    var logClient: PeerAddress { connection.peer }
+
+    /// One access-log line per request (in `--log-format`), into this worker's buffer; a request
+    /// cut short before its head logs `-` for its request line.
     private func logAccess() {
         requestLogged = true
         let counts = worker.countsRequests
-        guard counts || worker.accessLogger != nil else { return }
+        guard counts || worker.accessLog != nil else { return }
         let nanos = headComplete ? Sys.monotonicNanos() &- requestStartNanos : 0
         if counts {
             worker.metrics.requestEnded(status: statusCode, method: WorkerMetrics.methodIndex(request.method, headComplete: headComplete), nanos: nanos)
         }
-        guard let logger = worker.accessLogger else { return }
-        // Taken out of the exchange while it is filled (a copy would share the buffer, and
-        // removeAll would then allocate a new one every request).
-        var line: [UInt8] = []
-        swap(&line, &logLine)
-        line.removeAll(keepingCapacity: true)
-        connection.peer.append(to: &line)
-        line.append(ascii: " \"")
-        if headComplete {
-            line.append(contentsOf: UnsafeRawBufferPointer(start: http_method_str(request.method), count: strlen(http_method_str(request.method))))
-            line.append(32)
-            line.append(contentsOf: request.storage[request.target].prefix(1024))
-            line.append(ascii: " HTTP/1.")
-            line.append(decimal: Int(request.versionMinor))
-        } else {
-            line.append(ascii: "-")
-        }
-        line.append(ascii: "\" ")
-        line.append(decimal: statusCode)
-        line.append(32)
-        line.append(decimal: pump.bytesSent + pump.unsent)
-        line.append(32)
-        let micros = Int(nanos / 1000)
-        line.append(decimal: micros / 1000)
-        line.append(46)
-        let frac = micros % 1000
-        if frac < 100 { line.append(48) }
-        if frac < 10 { line.append(48) }
-        line.append(decimal: frac)
-        line.append(ascii: "ms")
-        if let tls = connection.transport.tls {
-            line.append(32)
-            line.append(contentsOf: tls.version)
-        }
-        logger.info("\(String(decoding: line, as: UTF8.self))")
-        logLine = line
+        guard let log = worker.accessLog else { return }
+        let sent = pump.bytesSent + pump.unsent
+        let record = AccessRecord(
+            client: logClient,
+            hasHead: headComplete,
+            status: statusCode,
+            bodyBytes: responseHeadBytes > 0 ? max(0, sent - responseHeadBytes) : 0,
+            micros: Int(nanos / 1000),
+            worker: worker.index,
+            tlsVersion: connection.transport.tls?.version,
+            plugin: plugin.route?.plugin.name)
+        log.log(record, request: request)
     }
 }

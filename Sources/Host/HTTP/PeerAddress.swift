@@ -39,6 +39,24 @@ struct PeerAddress {
         out.append(decimal: port)
     }
 
+    /// The address alone, IPv6 without brackets (Apache's `%h`), without allocating: the
+    /// access log writes it for every request.
+    func appendHost(to out: inout [UInt8]) {
+        if isIPv6 {
+            var sin6 = address
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN) + 1) { text in
+                guard inet_ntop(AF_INET6, &sin6.sin6_addr, text.baseAddress, socklen_t(text.count)) != nil else { return }
+                for c in text { if c == 0 { break }; out.append(UInt8(bitPattern: c)) }
+            }
+            return
+        }
+        let a = withUnsafeBytes(of: address) { UInt32(bigEndian: $0.load(as: sockaddr_in.self).sin_addr.s_addr) }
+        out.append(decimal: Int(a >> 24)); out.append(46)
+        out.append(decimal: Int((a >> 16) & 255)); out.append(46)
+        out.append(decimal: Int((a >> 8) & 255)); out.append(46)
+        out.append(decimal: Int(a & 255))
+    }
+
     /// The address without brackets, and the port: REMOTE_ADDR and REMOTE_PORT of CGI.
     var hostAndPort: (String, Int) {
         let text = description

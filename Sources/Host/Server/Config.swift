@@ -18,6 +18,8 @@ struct Config: Sendable {
     var pluginSlowMillis = 100
     var logLevel: Logger.Level = .info
     var accessLogPath: String?
+    /// `--log-format`: combined (Apache/nginx), common or json.
+    var accessLogFormat = AccessLogFormat.combined
     var user: String?
     var strictHost = false
     var autoindex = false

@@ -5,8 +5,9 @@ import Synchronization
 
 /// Start-up and shutdown: binds the listening sockets, drops privileges, loads plugins, starts
 /// one thread per worker, and then runs the control loop on the main thread. The control loop
-/// serves nothing: it turns signals into work for the workers (shutdown, plugin reload) and does
-/// the blocking plugin work (dlopen, init, shutdown) off the serving threads.
+/// serves nothing: it turns signals into work for the workers (shutdown, plugin reload) or for
+/// the access-log writer (reopen on SIGUSR1), and does the blocking plugin work (dlopen, init,
+/// shutdown) off the serving threads.
 final class Server {
     let config: Config
     let logger: Logger
@@ -62,7 +63,7 @@ final class Server {
         Sys.ignoreSIGPIPE()
         // Block the signals before any other thread exists (threads inherit the mask), so they
         // arrive only via the control loop's signalfd.
-        let signals: [Int32] = [SIGTERM, SIGINT, SIGHUP]
+        let signals: [Int32] = [SIGTERM, SIGINT, SIGHUP, SIGUSR1]
         let signalFD = signals.withUnsafeBufferPointer { aws_signalfd_for($0.baseAddress, Int32($0.count)) }
         guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
 
@@ -94,12 +95,19 @@ final class Server {
         for i in sites.pluginFolders.indices { pluginHosts.append(try loadPlugins(i, control: control)) }
         let budget = SharedLimit(limit: config.maxConnections)
         let cgiSlots = SharedLimit(limit: config.cgiMax)
+        // Log files are opened after privileges are dropped, so a reopen on SIGUSR1 (by the
+        // same user) can do what the first open did.
+        let accessLogWriter = config.accessLogEnabled ? try AccessLogWriter(format: config.accessLogFormat, workers: config.workers, logger: logger) : nil
+        if let accessLogWriter {
+            _ = try accessLogWriter.file(path: config.accessLogPath)
+            try accessLogWriter.start()
+        }
         var workers: [Worker] = []
         for i in 0..<config.workers {
             // Per port: this worker's own socket, or the one shared by all.
             let sockets = [plain, secure].compactMap { $0.isEmpty ? nil : $0[$0.count == 1 ? 0 : i] }
             workers.append(try Worker(index: i, config: config, sites: siteTable, listeners: sockets, tls: tls, plugins: pluginHosts,
-                                      budget: budget, cgiSlots: cgiSlots, logger: logger))
+                                      budget: budget, cgiSlots: cgiSlots, accessLogWriter: accessLogWriter, logger: logger))
         }
         // Plugin handles name their worker by index: the table is complete before any plugin runs.
         HostAPI.workers = workers
@@ -124,6 +132,9 @@ final class Server {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
                 for worker in workers { worker.loop.post { worker.beginShutdown() } }
+            case SIGUSR1:
+                // logrotate's convention: the files are reopened by path, on the writer thread.
+                if let accessLogWriter { accessLogWriter.reopen() } else { logger.info("signal SIGUSR1: no access log to reopen") }
             case SIGHUP:
                 for host in self.pluginHosts { host.reload() }
                 if self.reread != nil { self.reloadConfiguration(workers: workers, control: control) }
@@ -132,9 +143,14 @@ final class Server {
             }
         }
         try control.register(signalFD, signalHandler, Epoll.Interest.readable)
+        let drops = DroppedLinesReporter()
+        control.onTick { [logger] in drops.tick(now: Sys.monotonicMillis(), logger: logger) }
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
         metrics?.stop()
+        // The workers handed over their last lines as they ended: written before exit.
+        accessLogWriter?.finish(graceMillis: 2000)
+        drops.tick(now: Sys.monotonicMillis(), logger: logger, force: true)
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
         for host in pluginHosts { host.unloadAllAtExit() }
         logger.info("stopped")

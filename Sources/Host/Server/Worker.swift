@@ -23,9 +23,8 @@ final class Worker: @unchecked Sendable {
     /// Requests are timed and counted (`--metrics` is on): a clock read per request otherwise saved.
     let countsRequests: Bool
     let wheel: TimerWheel<Connection>
-    /// Request lines go through swift-log (`aws.access`, info) into this worker's buffered sink.
+    /// This worker's access-log buffers (nil: no access log), handed to the writer thread.
     let accessLog: AccessLog?
-    let accessLogger: Logger?
     let logger: Logger
     /// Every recv lands here first; a connection copies out only bytes it must keep.
     let readBuffer: UnsafeMutableRawBufferPointer
@@ -94,7 +93,7 @@ final class Worker: @unchecked Sendable {
     private var shutdownDeadline: Int64 = .max
 
     init(index: Int, config: Config, sites: SiteTable, listeners sockets: [ListeningSocket], tls: TLSContexts?,
-         plugins: [PluginHost], budget: SharedLimit, cgiSlots: SharedLimit?, logger: Logger) throws {
+         plugins: [PluginHost], budget: SharedLimit, cgiSlots: SharedLimit?, accessLogWriter: AccessLogWriter?, logger: Logger) throws {
         self.cgiSlots = cgiSlots
         self.index = index
         self.sites = sites
@@ -108,9 +107,7 @@ final class Worker: @unchecked Sendable {
         loop = try EventLoop(tickMillis: 100)
         aio = try AIOEngine(metrics: metrics)
         wheel = TimerWheel(resolutionMillis: 100, now: loop.now)
-        let sink = config.accessLogEnabled ? try AccessLog(path: config.accessLogPath) : nil
-        accessLog = sink
-        accessLogger = sink.map { sink in Logger(label: "aws.access") { _ in AccessLogHandler(sink: sink) } }
+        accessLog = accessLogWriter.map { AccessLog(writer: $0) }
         readBuffer = .allocate(byteCount: 64 * 1024, alignment: 16)
         tlsFileScratch = .allocate(byteCount: 64 * 1024, alignment: 16)
         self.tls = tls
