@@ -85,6 +85,8 @@ final class Exchange {
     /// The current request has its access-log line (so a close does not log it twice).
     private var requestLogged = false
     private var logLine: [UInt8] = []
+    /// The client a trusted proxy's X-Forwarded-For / Forwarded names for this request.
+    private var forwardedClient: PeerAddress?
 
     init(worker: Worker, slot: Int) {
         self.worker = worker
@@ -107,6 +109,7 @@ final class Exchange {
         messageComplete = true
         refusal = nil
         brokenBy = nil
+        forwardedClient = nil
         pending.removeAll(keepingCapacity: true)
         pendingStart = 0
         pump.release()
@@ -318,6 +321,7 @@ final class Exchange {
         closeAfterResponse = false
         internalRedirects = 0
         bodyBytesReceived = 0
+        forwardedClient = nil
         sniff.removeAll(keepingCapacity: true)
     }
 
@@ -332,6 +336,10 @@ final class Exchange {
         request.hasBody = decoder.isChunked || (length != UInt64.max && length > 0)
         requestStartNanos = Sys.monotonicNanos()
         pathResolved = false
+        if !worker.config.trustedProxies.isEmpty {
+            let config = worker.config
+            forwardedClient = ForwardedClient.resolve(request, peer: connection.client.ip, isTrusted: config.isTrustedProxy).map(PeerAddress.init)
+        }
         if decoder.wantsUpgrade { closeAfterResponse = true }
         respond()
     }
@@ -534,6 +542,11 @@ final class Exchange {
     var isHead: Bool { request.method == HTTP_HEAD }
     var peerDescription: String { connection.peerDescription }
 
+    /// Who sent the request: the connection's peer, unless a PROXY header or a trusted proxy's
+    /// forwarding header says otherwise. The access log, plugins (`remote_addr`) and CGI
+    /// (`REMOTE_ADDR`) all take it from here.
+    var client: PeerAddress { forwardedClient ?? connection.client }
+
     /// Starts a response: status line, Date, Server.
     func beginResponse(_ status: HTTPStatus) { beginResponse(code: status.rawValue) }
 
@@ -615,7 +628,7 @@ final class Exchange {
         var line: [UInt8] = []
         swap(&line, &logLine)
         line.removeAll(keepingCapacity: true)
-        connection.peer.append(to: &line)
+        client.append(to: &line)
         line.append(ascii: " \"")
         if headComplete {
             line.append(contentsOf: UnsafeRawBufferPointer(start: http_method_str(request.method), count: strlen(http_method_str(request.method))))

@@ -24,6 +24,14 @@ struct Config: Sendable {
     /// TCP_DEFER_ACCEPT: a connection reaches accept only once it has sent data (or after ~1 s).
     var deferAccept = false
 
+    // Behind a load balancer
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    var proxyProtocol = false
+    /// Peers whose PROXY header (when any list is given) and X-Forwarded-For / Forwarded are
+    /// believed (`--trusted-proxy`).
+    var trustedProxies: [CIDR] = []
+    func isTrustedProxy(_ address: IPAddress) -> Bool { trustedProxies.contains { $0.contains(address) } }
+
     /// CGI under /cgi/ (nil: `--no-cgi`).
     var cgi: CGISettings? = CGISettings()
 

@@ -28,10 +28,26 @@ final class Server {
         let root = try DocumentRoot(path: config.root)
         // Certificates are read before privileges are dropped (keys are often readable by root only).
         let tls = try config.tls.map { settings in try loadTLS(settings) }
-        let plain = config.plainHTTP ? try bindListeners(count: config.workers, port: config.port, secure: false) : []
+        // Sockets systemd passed replace the ones aws would bind (socket activation).
+        let passed = try Systemd.takeListeningSockets()
+        let notifier = ReadinessNotifier()
+        let passedSecure = passed.filter { Server.isTLSSocketName($0.name) }
+        let passedPlain = passed.filter { !Server.isTLSSocketName($0.name) }
+        guard passedPlain.count <= 1, passedSecure.count <= 1 else {
+            throw ConfigError("socket activation: \(passed.count) sockets passed; aws takes at most one for HTTP and one named \"https\" for HTTPS")
+        }
+        if !passedSecure.isEmpty && config.tls == nil { throw ConfigError("socket activation: a socket named \"https\" was passed: give --tls-cert and --tls-key") }
+        if !passedPlain.isEmpty && !config.plainHTTP { throw ConfigError("socket activation: a plain HTTP socket was passed, but --no-http is given") }
+        // One passed socket per port, watched by every worker with EPOLLEXCLUSIVE.
+        let plain = !config.plainHTTP ? []
+            : try passedPlain.first.map { [ListeningSocket(fd: $0.fd, shared: true, secure: false)] }
+                ?? bindListeners(count: config.workers, port: config.port, secure: false)
         let secure: [ListeningSocket]
         do {
-            secure = try config.tls.map { try bindListeners(count: config.workers, port: $0.port, secure: true) } ?? []
+            secure = try config.tls.map { settings in
+                try passedSecure.first.map { [ListeningSocket(fd: $0.fd, shared: true, secure: true)] }
+                    ?? bindListeners(count: config.workers, port: settings.port, secure: true)
+            } ?? []
         } catch {
             for s in plain { Sys.close(s.fd) }
             throw error
@@ -39,10 +55,14 @@ final class Server {
         let listeners = plain + secure
         if let user = config.user { try dropPrivileges(to: user) }
 
-        let sharing = (plain.count == 1 || secure.count == 1) && config.workers > 1 ? " (one shared listener per port: SO_REUSEPORT unavailable)" : ""
+        let sharing = passed.isEmpty && (plain.count == 1 || secure.count == 1) && config.workers > 1 ? " (one shared listener per port: SO_REUSEPORT unavailable)" : ""
         var endpoints: [String] = []
-        if config.plainHTTP { endpoints.append("\(config.address):\(config.port)") }
-        if let settings = config.tls { endpoints.append("\(config.address):\(settings.port) (TLS)") }
+        if config.plainHTTP {
+            endpoints.append(passedPlain.first.map { "port \(Sys.localPort($0.fd)) (socket from systemd)" } ?? "\(config.address):\(config.port)")
+        }
+        if let settings = config.tls {
+            endpoints.append(passedSecure.first.map { "port \(Sys.localPort($0.fd)) (TLS, socket from systemd)" } ?? "\(config.address):\(settings.port) (TLS)")
+        }
         logger.info("aws \(AWSVersion.string) listening on \(endpoints.joined(separator: " and ")) with \(config.workers) worker(s)\(sharing)")
         logger.info("document root: \(root.realPath)")
         logger.info("plugins: \(config.pluginsDirectory ?? "none")")
@@ -88,20 +108,28 @@ final class Server {
             switch signal {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
+                notifier.notify("STOPPING=1")
                 for worker in workers { worker.loop.post { worker.beginShutdown() } }
             case SIGHUP:
+                notifier.reloading()
                 plugins.reload()
                 if let settings = self.config.tls { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
+                notifier.notify("READY=1")
             default: break
             }
         }
         try control.register(signalFD, signalHandler, Epoll.Interest.readable)
+        // The workers' listeners are registered: connections are accepted from here on.
+        notifier.notify("READY=1")
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
         plugins.unloadAllAtExit()
         logger.info("stopped")
     }
+
+    /// A socket systemd passes for the HTTPS listener is named "https" (`FileDescriptorName=`).
+    private static func isTLSSocketName(_ name: String) -> Bool { name == "https" || name == "tls" }
 
     // MARK: TLS
 
