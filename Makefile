@@ -78,10 +78,10 @@ SANITIZER_UNFIT := not idle_connection_memory and not strace and not keeps_memor
 ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py
-# The subsets `make test` runs (about a minute of tests each): parsing, bodies, the plugin ABI
+# The subsets `make test` runs (about a minute of tests each): parsing (PROXY headers too), bodies, the plugin ABI
 # and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads and the callback watch under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
-              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py
+              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py
 TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
@@ -111,7 +111,7 @@ test-faults: build plugins
 # what it learns in .build/fuzz-corpus and writes a crashing input to .build/fuzz-crashes.
 # `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each FUZZ_SHORT_SECONDS. An input
 # that leaks memory counts as a crash (LeakSanitizer, libFuzzer's default under ASan).
-FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls form
+FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls form proxy
 FUZZ_SECONDS       ?= 300
 FUZZ_SHORT_SECONDS ?= 7
 FUZZ_BIN           := .build/fuzz/release/aws-fuzz

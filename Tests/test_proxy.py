@@ -246,6 +246,17 @@ def test_close_inside_header_is_logged(make_server, access_log):
     assert wait_for(lambda: "connection closed inside its PROXY protocol header" in srv.stderr(), 5.0), srv.stderr()[-2000:]
 
 
+def test_incomplete_header_times_out(make_server, access_log):
+    srv = proxy_server(make_server, access_log, "--header-timeout", "1")
+    s = connect_from(CLIENT, srv.port)
+    s.sendall(b"PROXY TCP4 203.0.")
+    s.settimeout(10)
+    assert read_all(s) == b""
+    s.close()
+    assert wait_for(lambda: [ln for ln in srv.stderr().splitlines()
+                             if "PROXY protocol header timed out" in ln and f"peer={CLIENT}:" in ln], 5.0), srv.stderr()[-2000:]
+
+
 def test_untrusted_peer_sending_proxy_is_closed(make_server, access_log):
     srv = proxy_server(make_server, access_log, "--trusted-proxy", BALANCER)
     m_bad, m_ok = tag(), tag()
@@ -516,3 +527,24 @@ def test_haproxy_forwardfor_with_trusted_proxy(make_server, log_dir, haproxy):
     raw = exchange(servers[0].port, request(f"/static/x.txt?{m}", "X-Forwarded-For: 198.51.100.1\r\n"), source=CLIENT)
     assert status_of(raw) == 200
     assert_client(logs[0], m, CLIENT)
+
+
+# --------------------------------------------------------------------------------------
+# Per-request cost
+# --------------------------------------------------------------------------------------
+
+def test_allocations_with_forwarded_client():
+    """A keep-alive request from a trusted proxy with X-Forwarded-For (IPv6 and IPv4 entries)
+    allocates nothing more than one without (Tests/test_allocations.py: 0 in steady state)."""
+    from test_allocations import STATIC_MAX_PER_REQUEST, allocations, build_shim, make_root
+
+    work = pu.new_dir("alloc-proxy-")
+    shim = build_shim(work)
+    counter = os.path.join(work, "counters")
+    srv = awstest.Server(make_root(), args=["--log-level", "warning", "--trusted-proxy", "127.0.0.0/8"],
+                         log_dir=pu.new_dir("alloc-proxy-log-"), name="alloc-proxy")
+    with awstest.running(srv, env={"LD_PRELOAD": shim, "MALLOC_COUNT_FILE": counter}):
+        for header in ["X-Forwarded-For: 2001:db8::1, 198.51.100.7, 127.0.0.9",
+                       'Forwarded: for="[2001:db8:cafe::17]:4711";proto=http, for=127.0.0.5']:
+            result = allocations.measure(HOST, srv.port, counter, "/static/1k.bin", 5000, 1000, 4, [header])
+            assert result["per_request"] <= STATIC_MAX_PER_REQUEST, (header, result)

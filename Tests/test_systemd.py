@@ -169,3 +169,25 @@ def test_variables_for_another_process_are_ignored(docroot, log_dir):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         err.close()
+
+
+def test_unit_files_verify(tmp_path):
+    """contrib/aws.service and aws.socket as systemd reads them (with ExecStart pointing at the
+    binary under test: verify checks that the program exists)."""
+    tool = shutil.which("systemd-analyze")
+    if not tool:
+        pytest.fail("systemd-analyze is missing (Debian package systemd; make deps)", pytrace=False)
+    contrib = os.path.join(awstest.REPO, "contrib")
+    for name in ("aws.service", "aws.socket"):
+        with open(os.path.join(contrib, name)) as f:
+            text = f.read()
+        (tmp_path / name).write_text(text.replace("/usr/local/bin/aws", awstest.aws_bin()))
+    r = subprocess.run([tool, "verify", str(tmp_path / "aws.socket"), str(tmp_path / "aws.service")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr.strip() == "", r.stdout + r.stderr
+    service = (tmp_path / "aws.service").read_text()
+    for setting in ("Type=notify", "ProtectSystem=strict", "NoNewPrivileges=yes", "ProtectHome=yes", "PrivateTmp=yes",
+                    "AmbientCapabilities=CAP_NET_BIND_SERVICE", "CapabilityBoundingSet=CAP_NET_BIND_SERVICE",
+                    "ExecReload=/bin/kill -HUP $MAINPID"):
+        assert f"\n{setting}\n" in service, setting
+    assert "FileDescriptorName=http\n" in (tmp_path / "aws.socket").read_text()

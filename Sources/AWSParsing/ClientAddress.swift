@@ -56,74 +56,66 @@ public struct IPAddress: Hashable, Sendable {
         return value << 8 | part
     }
 
-    static func parseIPv6(_ text: some Collection<UInt8>) -> IPAddress? {
-        // Up to 8 groups; `gap`: where "::" stood, in groups.
-        var groups = (UInt16(0), UInt16(0), UInt16(0), UInt16(0), UInt16(0), UInt16(0), UInt16(0), UInt16(0))
-        var count = 0
-        var gap = -1
-        var bytes = Array(text.prefix(46))
-        guard bytes.count == text.count, !bytes.isEmpty else { return nil }
-        var i = 0
-        func set(_ index: Int, _ v: UInt16) {
-            withUnsafeMutableBytes(of: &groups) { $0.storeBytes(of: v, toByteOffset: index * 2, as: UInt16.self) }
+    /// Without allocating: it runs per request on X-Forwarded-For entries from trusted proxies.
+    static func parseIPv6<C: Collection<UInt8>>(_ text: C) -> IPAddress? {
+        // The groups before "::" and those after it, each as parsed.
+        var head = (UInt64(0), UInt64(0)), tail = (UInt64(0), UInt64(0))
+        var headCount = 0, tailCount = 0
+        var sawGap = false
+        func push(_ v: UInt16) {
+            if sawGap {
+                // Shifts the tail left by one group: 128-bit value = tail.0 << 64 | tail.1.
+                tail.0 = tail.0 << 16 | tail.1 >> 48
+                tail.1 = tail.1 << 16 | UInt64(v)
+                tailCount += 1
+            } else {
+                let i = headCount
+                if i < 4 { head.0 |= UInt64(v) << UInt64(48 - 16 * i) } else { head.1 |= UInt64(v) << UInt64(48 - 16 * (i - 4)) }
+                headCount += 1
+            }
         }
-        if bytes.starts(with: [58, 58]) {
-            gap = 0
-            i = 2
-            if bytes.count == 2 { return IPAddress(high: 0, low: 0) }
-        } else if bytes[0] == 58 {
-            return nil
+        guard !text.isEmpty, text.count <= 45 else { return nil }
+        var i = text.startIndex
+        let end = text.endIndex
+        if text[i] == 58 {
+            let next = text.index(after: i)
+            guard next < end, text[next] == 58 else { return nil }
+            sawGap = true
+            i = text.index(after: next)
+            if i == end { return IPAddress(high: 0, low: 0) }
         }
-        while i < bytes.count {
-            // A dotted IPv4 tail takes the last two groups.
+        while i < end {
             var j = i, value: UInt32 = 0, digits = 0
-            while j < bytes.count, let d = IPAddress.hexDigit(bytes[j]) {
+            while j < end, let d = IPAddress.hexDigit(text[j]) {
                 value = value << 4 | UInt32(d)
                 digits += 1
-                j += 1
+                j = text.index(after: j)
                 if digits > 4 { return nil }
             }
-            if j < bytes.count && bytes[j] == 46 {
-                guard count <= 6, let v4 = IPAddress.parseIPv4(bytes[i...]) else { return nil }
-                set(count, UInt16(v4 >> 16)); set(count + 1, UInt16(v4 & 0xffff))
-                count += 2
-                i = bytes.count
+            if j < end && text[j] == 46 {
+                // A dotted IPv4 tail takes the last two groups.
+                guard headCount + tailCount <= 6, let v4 = IPAddress.parseIPv4(text[i...]) else { return nil }
+                push(UInt16(v4 >> 16)); push(UInt16(v4 & 0xffff))
                 break
             }
-            guard digits > 0, count < 8 else { return nil }
-            set(count, UInt16(value))
-            count += 1
+            guard digits > 0, headCount + tailCount < 8 else { return nil }
+            push(UInt16(value))
             i = j
-            if i == bytes.count { break }
-            guard bytes[i] == 58 else { return nil }
-            i += 1
-            if i < bytes.count && bytes[i] == 58 {
-                guard gap < 0 else { return nil }
-                gap = count
-                i += 1
-                if i == bytes.count { break }
-            } else if i == bytes.count {
+            if i == end { break }
+            guard text[i] == 58 else { return nil }
+            i = text.index(after: i)
+            if i < end && text[i] == 58 {
+                guard !sawGap else { return nil }
+                sawGap = true
+                i = text.index(after: i)
+                if i == end { break }
+            } else if i == end {
                 return nil  // a trailing single colon
             }
         }
-        if gap < 0 && count != 8 { return nil }
-        if gap >= 0 && count > 7 { return nil }
-        var words = [UInt16](repeating: 0, count: 8)
-        withUnsafeBytes(of: groups) { raw in
-            let parsed = (0..<count).map { raw.load(fromByteOffset: $0 * 2, as: UInt16.self) }
-            if gap < 0 {
-                words = parsed
-            } else {
-                for k in 0..<gap { words[k] = parsed[k] }
-                let tail = count - gap
-                for k in 0..<tail { words[8 - tail + k] = parsed[gap + k] }
-            }
-        }
-        bytes.removeAll()
-        var h: UInt64 = 0, l: UInt64 = 0
-        for k in 0..<4 { h = h << 16 | UInt64(words[k]) }
-        for k in 4..<8 { l = l << 16 | UInt64(words[k]) }
-        return IPAddress(high: h, low: l)
+        let count = headCount + tailCount
+        if sawGap ? count > 7 : count != 8 { return nil }
+        return IPAddress(high: head.0 | tail.0, low: head.1 | tail.1)
     }
 
     static func hexDigit(_ c: UInt8) -> UInt8? {
@@ -348,8 +340,16 @@ public enum ForwardedClient {
 
     /// The value of `for=` in one Forwarded element (`for=192.0.2.1;proto=http`), unquoted.
     static func forParameter(_ element: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
-        for pair in element.split(separator: 59) {
-            let p = trim(UnsafeRawBufferPointer(rebasing: pair))
+        var start = 0
+        while start < element.count {
+            var end = start
+            var inQuotes = false
+            while end < element.count && (inQuotes || element[end] != 59) {
+                if element[end] == 34 { inQuotes.toggle() }
+                end += 1
+            }
+            let p = trim(UnsafeRawBufferPointer(rebasing: element[start..<end]))
+            start = end + 1
             guard p.count > 4, p[3] == 61, ASCII.lower(p[0]) == 102, ASCII.lower(p[1]) == 111,
                   ASCII.lower(p[2]) == 114 else { continue }
             var v = UnsafeRawBufferPointer(rebasing: p[4...])

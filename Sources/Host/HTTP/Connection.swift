@@ -308,7 +308,7 @@ final class Connection: EventHandler, Timed {
             if proxySkip == 0 { awaitingProxyHeader = false; return true }
         }
         let have = proxyHeader.count
-        proxyHeader.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: have) }
+        if have > 0 { proxyHeader.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: have) } }
         let room = max(ProxyProtocol.v1MaxLength, ProxyProtocol.v2MaxAddressed) - have
         guard let n = receiveRaw(buffer.baseAddress! + have, room, peek: true) else { return false }
         switch ProxyProtocol.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<(have + n)])) {

@@ -336,9 +336,13 @@ final class Exchange {
         request.hasBody = decoder.isChunked || (length != UInt64.max && length > 0)
         requestStartNanos = Sys.monotonicNanos()
         pathResolved = false
-        if !worker.config.trustedProxies.isEmpty {
-            let config = worker.config
-            forwardedClient = ForwardedClient.resolve(request, peer: connection.client.ip, isTrusted: config.isTrustedProxy).map(PeerAddress.init)
+        let trusted = worker.config.trustedProxies
+        if !trusted.isEmpty {
+            // A closure literal: a partial application of Config's method would box a copy of
+            // the whole Config on every request.
+            forwardedClient = ForwardedClient.resolve(request, peer: connection.client.ip) { address in
+                trusted.contains { $0.contains(address) }
+            }.map(PeerAddress.init)
         }
         if decoder.wantsUpgrade { closeAfterResponse = true }
         respond()
