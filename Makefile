@@ -4,7 +4,7 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess
+APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd
 PYTHON       ?= python3
 
 .PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
@@ -79,11 +79,11 @@ ASAN_TESTS ?= Tests
 TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_streaming.py \
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py \
               Tests/test_metrics.py Tests/test_access_log.py
-# The subsets `make test` runs (about a minute of tests each): parsing, bodies, the plugin ABI
+# The subsets `make test` runs (about a minute of tests each): parsing (PROXY headers too), bodies, the plugin ABI
 # and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads, the callback watch,
 # the metrics thread reading the workers' counters and the access-log writer under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
-              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py
+              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py
 TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py Tests/test_metrics.py \
               Tests/test_access_log.py
 test-asan: deps plugins
@@ -114,7 +114,7 @@ test-faults: build plugins
 # what it learns in .build/fuzz-corpus and writes a crashing input to .build/fuzz-crashes.
 # `make fuzz` runs each target FUZZ_SECONDS; `make test` runs each FUZZ_SHORT_SECONDS. An input
 # that leaks memory counts as a crash (LeakSanitizer, libFuzzer's default under ASan).
-FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls form
+FUZZ_TARGETS       := http1 chunked path ranges conditional cgi-head tls form proxy
 FUZZ_SECONDS       ?= 300
 FUZZ_SHORT_SECONDS ?= 7
 FUZZ_BIN           := .build/fuzz/release/aws-fuzz

@@ -53,6 +53,11 @@ struct AWSCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Serve Prometheus metrics at http://ADDR:PORT/metrics, on a listener of their own (off by default); IPv6 as [ADDR]:PORT.", valueName: "ADDR:PORT"))
     var metrics: String?
 
+    @Flag(help: "Every connection starts with a PROXY protocol header (v1 or v2, as HAProxy's send-proxy / send-proxy-v2 sends) naming the client; without it, or malformed, the connection is closed. Only peers in --trusted-proxy may send it; with no --trusted-proxy, every peer may.")
+    var proxyProtocol = false
+    @Option(name: .customLong("trusted-proxy"), help: ArgumentHelp("A load balancer's address or range (CIDR, IPv4 or IPv6; repeatable): from such a peer, the client is taken from X-Forwarded-For (or Forwarded: for=), the rightmost address that is not itself trusted.", valueName: "CIDR"))
+    var trustedProxy: [String] = []
+
     @Option(help: "HTTPS port (default 8443 when --tls-cert is given; the plain --port serves HTTP beside it).")
     var tlsPort: UInt16?
     @Option(help: ArgumentHelp("Default TLS certificate: PEM, the full chain (leaf first).", valueName: "FILE")) var tlsCert: String?
@@ -133,6 +138,9 @@ struct AWSCommand: ParsableCommand {
         for item in tlsCertFor where TLSCertFor(item) == nil {
             throw ValidationError("--tls-cert-for wants HOST=CERT,KEY (HOST exact or *.domain), got \(item)")
         }
+        for item in trustedProxy where CIDR(item) == nil {
+            throw ValidationError("--trusted-proxy wants an IPv4 or IPv6 address or CIDR range (like 10.0.0.0/8 or 2001:db8::/32), got \(item)")
+        }
         for item in pluginConfig {
             guard let eq = item.firstIndex(of: "="), let dot = item[..<eq].firstIndex(of: "."),
                   dot != item.startIndex, item.index(after: dot) < eq else {
@@ -176,6 +184,8 @@ struct AWSCommand: ParsableCommand {
         config.workers = workers.resolved
         config.deferAccept = deferAccept
         config.metrics = metrics.flatMap(MetricsEndpoint.init)
+        config.proxyProtocol = proxyProtocol
+        config.trustedProxies = trustedProxy.compactMap(CIDR.init)
         if let tlsCert, let tlsKey {
             var tls = TLSSettings()
             tls.port = tlsPort ?? 8443

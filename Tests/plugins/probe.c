@@ -137,6 +137,11 @@ static int on_request(aws_request req, const aws_request_view *view, void *user)
         start_thread(late_thread, a);
         return 0;
     }
+    if (str_eq(p, "/probe/remote")) {
+        char body[128];
+        snprintf(body, sizeof body, "remote=%.*s\n", (int)view->remote_addr.len, view->remote_addr.ptr);
+        return reply_text(req, 200, body);
+    }
     if (str_eq(p, "/probe/scheme")) {
         char body[256];
 #if AWS_PLUGIN_ABI_MINOR >= 2

@@ -127,7 +127,7 @@ extension Exchange {
         }
         env.https = connection.transport.isTLS
         env.serverPort = Int(env.https ? worker.config.tls?.port ?? 0 : worker.config.port)
-        let (address, port) = connection.peer.hostAndPort
+        let (address, port) = client.hostAndPort
         env.remoteAddress = address
         env.remotePort = port
         env.path = settings.path

@@ -32,6 +32,14 @@ final class Connection: EventHandler, Timed {
     /// The virtual hosts as they were when the connection opened: a reload serves new
     /// connections, and keeps this snapshot (and the sites its requests point at) alive.
     private(set) var sites: SiteTable
+    /// Who the connection serves: the peer, or the client its PROXY header names.
+    private(set) var client = PeerAddress()
+    /// On a `--proxy-protocol` listener, until the PROXY header is read.
+    private(set) var awaitingProxyHeader = false
+    /// The part of a PROXY header that arrived so far (kept across reuse of this object), and
+    /// the bytes of its version 2 TLVs still to skip.
+    private var proxyHeader: [UInt8] = []
+    private var proxySkip = 0
     private(set) var phase: Phase = .idle
     private(set) var exchange: Exchange?
     /// Requests answered on this connection, against `--max-requests-per-connection`.
@@ -66,6 +74,10 @@ final class Connection: EventHandler, Timed {
         self.fd = fd
         self.peer = PeerAddress(peer)
         sites = worker.sites
+        client = self.peer
+        awaitingProxyHeader = worker.config.proxyProtocol
+        proxyHeader.removeAll(keepingCapacity: true)
+        proxySkip = 0
         unsentLimited = false
         drainedAtLastRead = false
         generation &+= 1
@@ -162,6 +174,9 @@ final class Connection: EventHandler, Timed {
 
     func deadlineExpired(now: Int64) {
         guard isOpen else { return }
+        if awaitingProxyHeader {
+            worker.logger.info("PROXY protocol header timed out, closing", metadata: ["peer": "\(peerDescription)"])
+        }
         if let x = exchange { x.deadlineExpired() } else { close() }
     }
 
@@ -195,6 +210,7 @@ final class Connection: EventHandler, Timed {
     /// Reads while the connection wants input, handing bytes to the exchange straight from the
     /// worker's shared read buffer (the exchange copies only what it must keep).
     func readAvailable() {
+        if awaitingProxyHeader && !readProxyHeader() { return }
         let buffer = worker.readBuffer
         while isOpen && (exchange?.wantsInput ?? true) {
             let n: Int
@@ -278,4 +294,64 @@ final class Connection: EventHandler, Timed {
         """.utf8)
 
     var peerDescription: String { peer.description }
+
+    // MARK: PROXY protocol
+
+    /// Reads the PROXY header straight from the socket, before TLS or HTTP see a byte: true once
+    /// it is read (the connection goes on), false while more is due or after the connection was
+    /// closed. Only the header's own bytes are taken from the socket: the version 1 line is
+    /// peeked and consumed up to its LF, version 2 read to its stated length.
+    private func readProxyHeader() -> Bool {
+        let buffer = worker.readBuffer
+        if proxyHeader.isEmpty && proxySkip == 0 && !worker.config.trustedProxies.isEmpty
+            && !worker.config.isTrustedProxy(peer.ip) {
+            return refuseProxy("PROXY protocol connection from a peer not in --trusted-proxy")
+        }
+        while proxySkip > 0 {
+            guard let n = receiveRaw(buffer.baseAddress!, min(proxySkip, buffer.count), peek: false) else { return false }
+            proxySkip -= n
+            if proxySkip == 0 { awaitingProxyHeader = false; return true }
+        }
+        let have = proxyHeader.count
+        if have > 0 { proxyHeader.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: have) } }
+        let room = max(ProxyProtocol.v1MaxLength, ProxyProtocol.v2MaxAddressed) - have
+        guard let n = receiveRaw(buffer.baseAddress! + have, room, peek: true) else { return false }
+        switch ProxyProtocol.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<(have + n)])) {
+        case .invalid(let reason):
+            return refuseProxy("malformed PROXY protocol header (\(reason))")
+        case .needMore:
+            proxyHeader.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[have..<(have + n)]))
+            _ = receiveRaw(buffer.baseAddress!, n, peek: false)
+            return false
+        case .complete(let length, let source):
+            if let source { client = PeerAddress(source) }
+            let take = min(length - have, n)
+            guard take == 0 || receiveRaw(buffer.baseAddress!, take, peek: false) == take else { return false }
+            proxySkip = length - have - take
+            proxyHeader.removeAll(keepingCapacity: true)
+            if proxySkip > 0 { return readProxyHeader() }
+            awaitingProxyHeader = false
+            return true
+        }
+    }
+
+    /// A recv of the plain socket: nil when nothing is there (or the connection was closed: at
+    /// end of input or on an error, before the header was complete).
+    private func receiveRaw(_ into: UnsafeMutableRawPointer, _ count: Int, peek: Bool) -> Int? {
+        let n = Glibc.recv(fd, into, count, peek ? Int32(MSG_PEEK) : 0)
+        if n > 0 { return n }
+        if n < 0 && (errno == EAGAIN || errno == EINTR) { return nil }
+        if n == 0 {
+            if proxyHeader.isEmpty && proxySkip == 0 { close() } else { _ = refuseProxy("connection closed inside its PROXY protocol header") }
+        } else {
+            close()
+        }
+        return nil
+    }
+
+    private func refuseProxy(_ reason: String) -> Bool {
+        worker.logger.info("\(reason), closing", metadata: ["peer": "\(peerDescription)"])
+        close()
+        return false
+    }
 }

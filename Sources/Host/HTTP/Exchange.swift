@@ -92,6 +92,8 @@ final class Exchange {
     /// Bytes of `pump.out` up to the end of the response head (0 until `endHead`): the
     /// access log counts body bytes only, like Apache's `%b`.
     private var responseHeadBytes = 0
+    /// The client a trusted proxy's X-Forwarded-For / Forwarded names for this request.
+    private var forwardedClient: PeerAddress?
 
     init(worker: Worker, slot: Int) {
         self.worker = worker
@@ -115,6 +117,7 @@ final class Exchange {
         messageComplete = true
         refusal = nil
         brokenBy = nil
+        forwardedClient = nil
         pending.removeAll(keepingCapacity: true)
         pendingStart = 0
         pump.release()
@@ -326,6 +329,7 @@ final class Exchange {
         pathRule = nil
         internalRedirects = 0
         bodyBytesReceived = 0
+        forwardedClient = nil
         sniff.removeAll(keepingCapacity: true)
     }
 
@@ -340,6 +344,14 @@ final class Exchange {
         request.hasBody = decoder.isChunked || (length != UInt64.max && length > 0)
         requestStartNanos = Sys.monotonicNanos()
         pathResolved = false
+        let trusted = worker.config.trustedProxies
+        if !trusted.isEmpty {
+            // A closure literal: a partial application of Config's method would box a copy of
+            // the whole Config on every request.
+            forwardedClient = ForwardedClient.resolve(request, peer: connection.client.ip) { address in
+                trusted.contains { $0.contains(address) }
+            }.map(PeerAddress.init)
+        }
         if decoder.wantsUpgrade { closeAfterResponse = true }
         respond()
     }
@@ -542,6 +554,11 @@ final class Exchange {
     var isHead: Bool { request.method == HTTP_HEAD }
     var peerDescription: String { connection.peerDescription }
 
+    /// Who sent the request: the connection's peer, unless a PROXY header or a trusted proxy's
+    /// forwarding header says otherwise. The access log, plugins (`remote_addr`) and CGI
+    /// (`REMOTE_ADDR`) all take it from here.
+    var client: PeerAddress { forwardedClient ?? connection.client }
+
     /// Starts a response: status line, Date, Server.
     func beginResponse(_ status: HTTPStatus) { beginResponse(code: status.rawValue) }
 
@@ -616,10 +633,6 @@ final class Exchange {
 
     // MARK: logging
 
-    /// The client the access log names. The one place it is chosen, so an address the
-    /// connection learns otherwise (a trusted proxy's) can take the socket peer's place.
-    var logClient: PeerAddress { connection.peer }
-
     /// One access-log line per request (in `--log-format`), into this worker's buffer; a request
     /// cut short before its head logs `-` for its request line.
     private func logAccess() {
@@ -633,7 +646,7 @@ final class Exchange {
         guard let log = worker.accessLog else { return }
         let sent = pump.bytesSent + pump.unsent
         let record = AccessRecord(
-            client: logClient,
+            client: client,
             hasHead: headComplete,
             status: statusCode,
             bodyBytes: responseHeadBytes > 0 ? max(0, sent - responseHeadBytes) : 0,

@@ -14,9 +14,39 @@ struct PeerAddress {
         }
     }
 
+    /// A client named by a PROXY header or a forwarding header (port 0: not given).
+    init(_ endpoint: ClientEndpoint) {
+        let ip = endpoint.address
+        if ip.isIPv4 {
+            var sin = sockaddr_in()
+            sin.sin_family = sa_family_t(AF_INET)
+            sin.sin_port = endpoint.port.bigEndian
+            sin.sin_addr.s_addr = ip.ipv4.bigEndian
+            withUnsafeMutableBytes(of: &address) { raw in withUnsafeBytes(of: sin) { raw.copyMemory(from: $0) } }
+            return
+        }
+        address.sin6_family = sa_family_t(AF_INET6)
+        address.sin6_port = endpoint.port.bigEndian
+        withUnsafeMutableBytes(of: &address.sin6_addr) { raw in
+            for i in 0..<8 {
+                raw[i] = UInt8(truncatingIfNeeded: ip.high >> UInt64(56 - 8 * i))
+                raw[8 + i] = UInt8(truncatingIfNeeded: ip.low >> UInt64(56 - 8 * i))
+            }
+        }
+    }
+
     private var isIPv6: Bool { address.sin6_family == sa_family_t(AF_INET6) }
 
-    /// "a.b.c.d:port" or "[v6]:port", IPv4 without going through String.
+    /// The address as `--trusted-proxy` ranges match it (IPv4 as IPv4-mapped).
+    var ip: IPAddress {
+        if isIPv6 { return withUnsafeBytes(of: address.sin6_addr) { IPAddress(ipv6Bytes: $0) } }
+        return withUnsafeBytes(of: address) { raw in IPAddress(ipv4: UInt32(bigEndian: raw.load(as: sockaddr_in.self).sin_addr.s_addr)) }
+    }
+
+    private var port: Int { Int(UInt16(bigEndian: address.sin6_port)) }
+
+    /// "a.b.c.d:port" or "[v6]:port", IPv4 without going through String; without ":port" when
+    /// the port is unknown (a client named by X-Forwarded-For).
     func append(to out: inout [UInt8]) {
         if isIPv6 {
             var sin6 = address
@@ -24,8 +54,8 @@ struct PeerAddress {
             inet_ntop(AF_INET6, &sin6.sin6_addr, &text, socklen_t(text.count))
             out.append(91)
             out.append(contentsOf: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) })
-            out.append(ascii: "]:")
-            out.append(decimal: Int(UInt16(bigEndian: sin6.sin6_port)))
+            out.append(93)
+            if port != 0 { out.append(58); out.append(decimal: port) }
             return
         }
         let (a, port) = withUnsafeBytes(of: address) { raw in
@@ -35,8 +65,8 @@ struct PeerAddress {
         out.append(decimal: Int(a >> 24)); out.append(46)
         out.append(decimal: Int((a >> 16) & 255)); out.append(46)
         out.append(decimal: Int((a >> 8) & 255)); out.append(46)
-        out.append(decimal: Int(a & 255)); out.append(58)
-        out.append(decimal: port)
+        out.append(decimal: Int(a & 255))
+        if port != 0 { out.append(58); out.append(decimal: port) }
     }
 
     /// The address alone, IPv6 without brackets (Apache's `%h`), without allocating: the
@@ -60,6 +90,7 @@ struct PeerAddress {
     /// The address without brackets, and the port: REMOTE_ADDR and REMOTE_PORT of CGI.
     var hostAndPort: (String, Int) {
         let text = description
+        if port == 0 { return (isIPv6 ? String(text.dropFirst().dropLast()) : text, 0) }
         guard let colon = text.lastIndex(of: ":") else { return (text, 0) }
         var host = text[..<colon]
         if host.hasPrefix("[") { host = host.dropFirst().dropLast() }

@@ -220,7 +220,7 @@ extension Exchange {
         plugin.pathBytes.append(contentsOf: path.bytes)
         if path.trailingSlash && !path.bytes.isEmpty { plugin.pathBytes.append(47) }
         plugin.remote.removeAll(keepingCapacity: true)
-        connection.peer.append(to: &plugin.remote)
+        client.append(to: &plugin.remote)
         if plugin.viewHeaderCapacity < request.headers.count {
             plugin.viewHeaders?.deallocate()
             plugin.viewHeaderCapacity = max(request.headers.count, 32)

@@ -32,6 +32,14 @@ struct Config: Sendable {
     /// The `/metrics` listener (`--metrics ADDR:PORT`); nil: none.
     var metrics: MetricsEndpoint?
 
+    // Behind a load balancer
+    /// Every connection starts with a PROXY protocol header (v1 or v2) naming the client.
+    var proxyProtocol = false
+    /// Peers whose PROXY header (when any list is given) and X-Forwarded-For / Forwarded are
+    /// believed (`--trusted-proxy`).
+    var trustedProxies: [CIDR] = []
+    func isTrustedProxy(_ address: IPAddress) -> Bool { trustedProxies.contains { $0.contains(address) } }
+
     /// CGI under /cgi/ (nil: `--no-cgi`); a `[[server]]` may have its own folder or none.
     var cgi: CGISettings? = CGISettings()
     /// `--cgi-timeout` and `--cgi-max`, for every site's programs.

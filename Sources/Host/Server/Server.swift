@@ -73,10 +73,26 @@ final class Server {
         let tls = try tlsSettings.map { settings in try loadTLS(settings) }
         // Bound first (a failure leaves nothing else to close), before privileges are dropped.
         let metrics = try config.metrics.map { try MetricsListener(endpoint: $0, logger: logger) }
-        let plain = config.plainHTTP ? try bindListeners(count: config.workers, port: config.port, secure: false) : []
+        // Sockets systemd passed replace the ones aws would bind (socket activation).
+        let passed = try Systemd.takeListeningSockets()
+        let notifier = ReadinessNotifier()
+        let passedSecure = passed.filter { Server.isTLSSocketName($0.name) }
+        let passedPlain = passed.filter { !Server.isTLSSocketName($0.name) }
+        guard passedPlain.count <= 1, passedSecure.count <= 1 else {
+            throw ConfigError("socket activation: \(passed.count) sockets passed; aws takes at most one for HTTP and one named \"https\" for HTTPS")
+        }
+        if !passedSecure.isEmpty && config.tls == nil { throw ConfigError("socket activation: a socket named \"https\" was passed: give --tls-cert and --tls-key") }
+        if !passedPlain.isEmpty && !config.plainHTTP { throw ConfigError("socket activation: a plain HTTP socket was passed, but --no-http is given") }
+        // One passed socket per port, watched by every worker with EPOLLEXCLUSIVE.
+        let plain = !config.plainHTTP ? []
+            : try passedPlain.first.map { [ListeningSocket(fd: $0.fd, shared: true, secure: false)] }
+                ?? bindListeners(count: config.workers, port: config.port, secure: false)
         let secure: [ListeningSocket]
         do {
-            secure = try config.tls.map { try bindListeners(count: config.workers, port: $0.port, secure: true) } ?? []
+            secure = try config.tls.map { settings in
+                try passedSecure.first.map { [ListeningSocket(fd: $0.fd, shared: true, secure: true)] }
+                    ?? bindListeners(count: config.workers, port: settings.port, secure: true)
+            } ?? []
         } catch {
             for s in plain { Sys.close(s.fd) }
             throw error
@@ -84,10 +100,14 @@ final class Server {
         let listeners = plain + secure
         if let user = config.user { try dropPrivileges(to: user) }
 
-        let sharing = (plain.count == 1 || secure.count == 1) && config.workers > 1 ? " (one shared listener per port: SO_REUSEPORT unavailable)" : ""
+        let sharing = passed.isEmpty && (plain.count == 1 || secure.count == 1) && config.workers > 1 ? " (one shared listener per port: SO_REUSEPORT unavailable)" : ""
         var endpoints: [String] = []
-        if config.plainHTTP { endpoints.append("\(config.address):\(config.port)") }
-        if let settings = config.tls { endpoints.append("\(config.address):\(settings.port) (TLS)") }
+        if config.plainHTTP {
+            endpoints.append(passedPlain.first.map { "port \(Sys.localPort($0.fd)) (socket from systemd)" } ?? "\(config.address):\(config.port)")
+        }
+        if let settings = config.tls {
+            endpoints.append(passedSecure.first.map { "port \(Sys.localPort($0.fd)) (TLS, socket from systemd)" } ?? "\(config.address):\(settings.port) (TLS)")
+        }
         logger.info("aws \(AWSVersion.string) listening on \(endpoints.joined(separator: " and ")) with \(config.workers) worker(s)\(sharing)")
         logSites(siteTable)
 
@@ -131,20 +151,25 @@ final class Server {
             switch signal {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
+                notifier.notify("STOPPING=1")
                 for worker in workers { worker.loop.post { worker.beginShutdown() } }
             case SIGUSR1:
                 // logrotate's convention: the files are reopened by path, on the writer thread.
                 if let accessLogWriter { accessLogWriter.reopen() } else { logger.info("signal SIGUSR1: no access log to reopen") }
             case SIGHUP:
+                notifier.reloading()
                 for host in self.pluginHosts { host.reload() }
                 if self.reread != nil { self.reloadConfiguration(workers: workers, control: control) }
                 if let settings = self.tlsSettings { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
+                notifier.notify("READY=1")
             default: break
             }
         }
         try control.register(signalFD, signalHandler, Epoll.Interest.readable)
         let drops = DroppedLinesReporter()
         control.onTick { [logger] in drops.tick(now: Sys.monotonicMillis(), logger: logger) }
+        // The workers' listeners are registered: connections are accepted from here on.
+        notifier.notify("READY=1")
         try control.run()
         for thread in threads { WorkerThread.join(thread) }
         metrics?.stop()
@@ -208,6 +233,9 @@ final class Server {
         logSites(table)
         logger.notice("SIGHUP: configuration reloaded from \(next.configFile ?? "?")")
     }
+
+    /// A socket systemd passes for the HTTPS listener is named "https" (`FileDescriptorName=`).
+    private static func isTLSSocketName(_ name: String) -> Bool { name == "https" || name == "tls" }
 
     // MARK: TLS
 

@@ -18,6 +18,7 @@ let targets: [(name: String, run: FuzzTarget)] = [
     ("cgi-head", CGIHeadFuzz.run),
     ("tls", TLSFuzz.run),
     ("form", FormFuzz.run),
+    ("proxy", ProxyFuzz.run),
 ]
 
 nonisolated(unsafe) private var selected: FuzzTarget?
