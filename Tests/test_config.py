@@ -320,3 +320,35 @@ def test_the_readme_example_is_a_good_file(tmp_path, pki):  # noqa: F811
     config = write(tmp_path / "aws.toml", re.sub(r'^\s*([a-z-]+) = "(/[^"]*)"', local, text, flags=re.M))
     p = check(config)
     assert p.returncode == 0, f"{p.stderr}\n{open(config).read()}"
+
+
+def test_access_log_per_server(make_server, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    write(a / "static" / "x.txt", "A")
+    write(b / "static" / "x.txt", "B")
+    main_log, a_log, b_log = tmp_path / "main.log", tmp_path / "a.log", tmp_path / "b.log"
+    text = (f'access-log = "{main_log}"\nlog-format = "common"\n\n'
+            f'[[server]]\nnames = ["a.test"]\nroot = "{a}"\naccess-log = "{a_log}"\n\n'
+            f'[[server]]\nnames = ["b.test"]\nroot = "{b}"\n')
+    config = write(tmp_path / "c.toml", text)
+    srv = make_server(args=["--config", config, "--workers", "1"], root=str(a))
+
+    def lines(path):
+        return open(path).read().splitlines() if os.path.exists(path) else []
+
+    for i in range(3):
+        assert ask(srv.port, f"/static/x.txt?a{i}", "a.test").body == b"A"
+    assert ask(srv.port, "/static/x.txt?b0", "b.test").body == b"B"
+    assert ask(srv.port, "/static/x.txt?other", "other.test").body == b"A"   # the first server is the default
+    assert awstest.wait_for(lambda: len(lines(a_log)) == 4 and len(lines(main_log)) == 1, timeout=5), (lines(a_log), lines(main_log))
+    assert [l.split('"')[1] for l in lines(a_log)] == [f"GET /static/x.txt?a{i} HTTP/1.1" for i in range(3)] + ["GET /static/x.txt?other HTTP/1.1"]
+    assert lines(main_log)[0].split('"')[1] == "GET /static/x.txt?b0 HTTP/1.1"
+
+    # A reload that gives b a file of its own: b's next lines go there.
+    write(config, text + f'access-log = "{b_log}"\n')
+    srv.signal(signal.SIGHUP)
+    awstest.wait_for(lambda: "configuration reloaded" in srv.stderr(), timeout=5)
+    assert ask(srv.port, "/static/x.txt?b1", "b.test").body == b"B"
+    assert awstest.wait_for(lambda: len(lines(b_log)) == 1, timeout=5), srv.stderr()[-2000:]
+    assert lines(b_log)[0].split('"')[1] == "GET /static/x.txt?b1 HTTP/1.1"
+    assert len(lines(main_log)) == 1

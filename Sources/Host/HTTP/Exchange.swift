@@ -106,6 +106,9 @@ final class Exchange {
 
     func attach(to connection: Connection) {
         self.connection = connection
+        // The site of another connection (maybe of a table since freed) must not be read.
+        site = connection.sites.fallback
+        pathRule = nil
         isAttached = true
         generation &+= 1
         decoder.reset(limits: worker.config.headLimits)
@@ -326,6 +329,8 @@ final class Exchange {
         refusal = nil
         requestLogged = false
         closeAfterResponse = false
+        // Until `respond` chooses: a request refused before its head is the default site's.
+        site = connection.sites.fallback
         pathRule = nil
         internalRedirects = 0
         bodyBytesReceived = 0
@@ -643,7 +648,7 @@ final class Exchange {
         if counts {
             worker.metrics.requestEnded(status: statusCode, method: WorkerMetrics.methodIndex(request.method, headComplete: headComplete), nanos: nanos)
         }
-        guard let log = worker.accessLog else { return }
+        guard let log = worker.accessLog, let file = site.accessLog else { return }
         let sent = pump.bytesSent + pump.unsent
         let record = AccessRecord(
             client: client,
@@ -654,6 +659,6 @@ final class Exchange {
             worker: worker.index,
             tlsVersion: connection.transport.tls?.version,
             plugin: plugin.route?.plugin.name)
-        log.log(record, request: request)
+        log.log(record, request: request, file: file)
     }
 }

@@ -64,11 +64,14 @@ final class AccessLogWriter: @unchecked Sendable {
         var spare: [[UInt8]] = []
         var reopen = false
         var stopping = false
+        /// Every destination, by index; only ever appended to (a reload may add a virtual
+        /// host's file while the thread runs).
+        var files: [LogFile] = []
     }
 
     let format: AccessLogFormat
-    /// Every destination, fixed before the workers start (`file(path:)`).
-    private(set) var files: [LogFile] = []
+    /// Every destination so far (a snapshot: the list only grows).
+    var files: [LogFile] { locked { $0.files } }
     /// A pthread mutex rather than `Synchronization.Mutex`, like the loop's posted-work queue:
     /// ThreadSanitizer sees pthread locks (it did not see `Mutex`, and reported races inside it).
     private let lock: UnsafeMutablePointer<pthread_mutex_t>
@@ -100,12 +103,13 @@ final class AccessLogWriter: @unchecked Sendable {
     }
 
     /// The destination for `path` (nil: standard error), opened now; one per distinct path.
+    /// Control thread (at start, and when a reload names a new file).
     func file(path: String?) throws -> LogFile {
-        // The writer thread reads `files` without a lock: the list is complete before it starts.
-        precondition(thread == nil, "access-log files are registered before the writer starts")
         if let known = files.first(where: { $0.path == path }) { return known }
         let file = try LogFile(path: path, index: files.count)
-        files.append(file)
+        // Published under the lock: the writer thread reads the list under it too, and a
+        // worker hands over lines for a file only after a reload that named it was posted.
+        locked { $0.files.append(file) }
         return file
     }
 
@@ -174,7 +178,9 @@ final class AccessLogWriter: @unchecked Sendable {
             _ = poll(&pfd, 1, -1)
             _ = Sys.drainEventfd(wakeFD)
             var reopen = false, stopping = false
+            var files: [LogFile] = []
             locked { s in
+                files = s.files
                 swap(&s.queue, &batch)
                 reopen = s.reopen
                 s.reopen = false
@@ -191,7 +197,7 @@ final class AccessLogWriter: @unchecked Sendable {
                 }
             }
             batch.removeAll(keepingCapacity: true)
-            if reopen { reopenFiles() }
+            if reopen { reopenFiles(files) }
             if stopping { break }
         }
         ended.store(true, ordering: .releasing)
@@ -232,7 +238,7 @@ final class AccessLogWriter: @unchecked Sendable {
         }
     }
 
-    private func reopenFiles() {
+    private func reopenFiles(_ files: [LogFile]) {
         var reopened = 0
         for file in files {
             guard let path = file.path else { continue }
@@ -313,6 +319,16 @@ final class AccessLog {
 
     deinit { flush() }
 
+    /// A file a reload registered after this worker started.
+    private func addBuffers(upTo file: Int) {
+        while buffers.count <= file {
+            var b: [UInt8] = []
+            b.reserveCapacity(AccessLogWriter.bufferCapacity)
+            buffers.append(b)
+            lineCounts.append(0)
+        }
+    }
+
     /// Hands every non-empty buffer to the writer (each tick, and at exit).
     func flush() {
         for file in buffers.indices where lineCounts[file] > 0 { handOver(file) }
@@ -325,6 +341,7 @@ final class AccessLog {
 
     /// Appends one line for `record` to `file`'s buffer. `request` is read only if `record.hasHead`.
     func log(_ record: AccessRecord, request: RequestHead, file: Int = 0) {
+        if file >= buffers.count { addBuffers(upTo: file) }
         refreshTime()
         switch format {
         case .combined: apacheLine(record, request, &buffers[file], combined: true)

@@ -78,7 +78,9 @@ struct Config: Sendable {
 
     /// Request lines are info-level lines: on with the default level, and always when a file is
     /// named for them (`--access-log FILE --log-level warning` keeps the file, quiets stderr).
-    var accessLogEnabled: Bool { accessLogPath != nil || logLevel <= .info }
+    var mainAccessLogEnabled: Bool { accessLogPath != nil || logLevel <= .info }
+    /// A `[[server]]` block's own `access-log` is written whatever the level.
+    var accessLogEnabled: Bool { mainAccessLogEnabled || servers.contains { $0.accessLog != nil } }
 }
 
 /// `--dynamic-io`: every /dynamic/ byte is read with libaio either way.

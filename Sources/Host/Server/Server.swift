@@ -20,6 +20,8 @@ final class Server {
     private var tlsSettings: TLSSettings?
     /// The configuration in use (the last one SIGHUP read successfully).
     private var current: Config
+    /// Opens the files of virtual hosts a reload names (nil: no access log at all).
+    private var accessLogWriter: AccessLogWriter?
 
     init(config: Config, logger: Logger, reread: (() throws -> Config)? = nil) {
         self.config = config
@@ -68,7 +70,6 @@ final class Server {
         guard signalFD >= 0 else { throw SyscallError(call: "signalfd", errno: errno) }
 
         raiseDescriptorLimit()
-        let siteTable = try sites.build(config)
         // Certificates are read before privileges are dropped (keys are often readable by root only).
         let tls = try tlsSettings.map { settings in try loadTLS(settings) }
         // Bound first (a failure leaves nothing else to close), before privileges are dropped.
@@ -109,19 +110,22 @@ final class Server {
             endpoints.append(passedSecure.first.map { "port \(Sys.localPort($0.fd)) (TLS, socket from systemd)" } ?? "\(config.address):\(settings.port) (TLS)")
         }
         logger.info("aws \(AWSVersion.string) listening on \(endpoints.joined(separator: " and ")) with \(config.workers) worker(s)\(sharing)")
-        logSites(siteTable)
 
-        let control = try EventLoop(tickMillis: 1000)
-        for i in sites.pluginFolders.indices { pluginHosts.append(try loadPlugins(i, control: control)) }
-        let budget = SharedLimit(limit: config.maxConnections)
-        let cgiSlots = SharedLimit(limit: config.cgiMax)
         // Log files are opened after privileges are dropped, so a reopen on SIGUSR1 (by the
-        // same user) can do what the first open did.
+        // same user) can do what the first open did; the top-level one is the first.
         let accessLogWriter = config.accessLogEnabled ? try AccessLogWriter(format: config.accessLogFormat, workers: config.workers, logger: logger) : nil
+        self.accessLogWriter = accessLogWriter
         if let accessLogWriter {
             _ = try accessLogWriter.file(path: config.accessLogPath)
             try accessLogWriter.start()
         }
+        // The sites (document roots, virtual hosts' own log files) as the served user.
+        let siteTable = try sites.build(config, logs: accessLogWriter)
+        logSites(siteTable)
+        let control = try EventLoop(tickMillis: 1000)
+        for i in sites.pluginFolders.indices { pluginHosts.append(try loadPlugins(i, control: control)) }
+        let budget = SharedLimit(limit: config.maxConnections)
+        let cgiSlots = SharedLimit(limit: config.cgiMax)
         var workers: [Worker] = []
         for i in 0..<config.workers {
             // Per port: this worker's own socket, or the one shared by all.
@@ -203,7 +207,10 @@ final class Server {
             if next.tls == nil && tlsSettings != nil || next.tls != nil && tlsSettings == nil {
                 throw ConfigError("turning HTTPS on or off needs a restart")
             }
-            table = try sites.build(next)
+            if accessLogWriter == nil && next.servers.contains(where: { $0.accessLog != nil }) {
+                throw ConfigError("an access-log needs a restart when the server started with none")
+            }
+            table = try sites.build(next, logs: accessLogWriter)
         } catch {
             logger.error("SIGHUP: configuration not reloaded, the previous one stays: \(error)")
             return

@@ -13,20 +13,24 @@ final class SiteBuilder {
 
     /// The sites of `config`; errors name the file and the line of the server block. A failed
     /// build hands out no ids.
-    func build(_ config: Config) throws(ConfigError) -> SiteTable {
+    /// `logs`: the access-log writer, which opens a block's own `access-log` (nil for --check:
+    /// no file is opened).
+    func build(_ config: Config, logs: AccessLogWriter? = nil) throws(ConfigError) -> SiteTable {
         let saved = (rootIDs, pluginFolders)
         do {
-            return try buildSites(config)
+            return try buildSites(config, logs: logs)
         } catch {
             (rootIDs, pluginFolders) = saved
             throw error
         }
     }
 
-    private func buildSites(_ config: Config) throws(ConfigError) -> SiteTable {
+    private func buildSites(_ config: Config, logs: AccessLogWriter?) throws(ConfigError) -> SiteTable {
+        // The top-level destination (`access-log`, else standard error) is the writer's first file.
+        let mainLog: Int? = config.mainAccessLogEnabled && logs != nil ? 0 : nil
         if config.servers.isEmpty {
             let site = try makeSite(names: [], root: config.root, plugins: config.pluginsDirectory, cgi: config.cgi,
-                                    autoindex: config.autoindex, paths: [], at: nil)
+                                    autoindex: config.autoindex, accessLog: mainLog, paths: [], at: nil)
             return SiteTable(sites: [site], fallback: site)
         }
         let file = config.configFile ?? "config"
@@ -51,8 +55,16 @@ final class SiteBuilder {
                 throw ConfigError("\(file):\(block.line(of: "tls-cert")): a server's tls-cert needs HTTPS on: give the top-level tls-cert and tls-key (the default certificate)")
             }
             let paths = block.paths.map { PathRule(prefix: $0.prefix, headers: $0.headers, cacheControl: $0.cacheControl, autoindex: $0.autoindex) }
+            var accessLog = mainLog
+            if let path = block.accessLog, let logs {
+                do {
+                    accessLog = try logs.file(path: path).index
+                } catch {
+                    throw ConfigError("\(file):\(block.line(of: "access-log")): access log \(path): \(error)")
+                }
+            }
             let site = try makeSite(names: block.names, root: root, plugins: block.plugins ?? config.pluginsDirectory, cgi: cgi,
-                                    autoindex: block.autoindex ?? config.autoindex, paths: paths,
+                                    autoindex: block.autoindex ?? config.autoindex, accessLog: accessLog, paths: paths,
                                     at: (file, block.line(of: block.root != nil ? "root" : "plugins")))
             sites.append(site)
             if block.isDefault { fallback = site }
@@ -62,7 +74,7 @@ final class SiteBuilder {
     }
 
     private func makeSite(names: [String], root: String, plugins: String?, cgi: CGISettings?, autoindex: Bool,
-                          paths: [PathRule], at place: (String, Int)?) throws(ConfigError) -> Site {
+                          accessLog: Int?, paths: [PathRule], at place: (String, Int)?) throws(ConfigError) -> Site {
         let where_ = place.map { "\($0.0):\($0.1): " } ?? ""
         let documentRoot: DocumentRoot
         do {
@@ -86,7 +98,8 @@ final class SiteBuilder {
                 table = pluginFolders.count - 1
             }
         }
-        return Site(names: names, root: documentRoot, rootID: rootID, pluginTable: table, cgi: cgi, autoindex: autoindex, paths: paths)
+        return Site(names: names, root: documentRoot, rootID: rootID, pluginTable: table, cgi: cgi, autoindex: autoindex,
+                    accessLog: accessLog, paths: paths)
     }
 
     /// The TLS settings with every server block's certificate added for each of its names (SNI).

@@ -18,10 +18,13 @@ final class Site: Sendable {
     let pluginTable: Int?
     let cgi: CGISettings?
     let autoindex: Bool
+    /// The access-log destination (`AccessLogWriter` file index); nil: not logged.
+    let accessLog: Int?
     /// Longest prefix first.
     let paths: [PathRule]
 
-    init(names: [String], root: DocumentRoot, rootID: Int, pluginTable: Int?, cgi: CGISettings?, autoindex: Bool, paths: [PathRule]) {
+    init(names: [String], root: DocumentRoot, rootID: Int, pluginTable: Int?, cgi: CGISettings?, autoindex: Bool,
+         accessLog: Int? = nil, paths: [PathRule]) {
         self.names = names
         var exact: [[UInt8]] = [], wild: [[UInt8]] = []
         for name in names {
@@ -35,6 +38,7 @@ final class Site: Sendable {
         self.pluginTable = pluginTable
         self.cgi = cgi
         self.autoindex = autoindex
+        self.accessLog = accessLog
         self.paths = paths.sorted { $0.prefix.count > $1.prefix.count }
     }
 
