@@ -131,7 +131,7 @@ def request_lines(path: str, marker: str) -> list:
 
 
 def logged_client(log: str, marker: str, timeout: float = 5.0) -> str:
-    """The client address (with :port when logged) of the one request with `marker`."""
+    """The client address of the one request with `marker` (the log formats carry no port)."""
     assert wait_for(lambda: request_lines(log, marker), timeout), f"no access-log line for {marker}:\n{read_text(log)}"
     lines = request_lines(log, marker)
     assert len(lines) == 1, lines
@@ -139,12 +139,10 @@ def logged_client(log: str, marker: str, timeout: float = 5.0) -> str:
 
 
 def assert_client(log: str, marker: str, address: str, port: int | None = None) -> None:
+    """The log names `address`. `port` (what the PROXY or Forwarded header said) is not in the
+    access-log formats; CGI's REMOTE_PORT test and the parser's unit tests check it."""
     got = logged_client(log, marker)
-    want = address if ":" not in address else f"[{address}]"
-    if port is None:
-        assert got == want or got.startswith(want + ":"), f"logged {got!r}, want {want}"
-    else:
-        assert got == f"{want}:{port}", f"logged {got!r}, want {want}:{port}"
+    assert got == address, f"logged {got!r}, want {address}"
 
 
 @pytest.fixture
@@ -337,8 +335,6 @@ def test_trusted_peer_forwarding_headers(make_server, access_log, headers, clien
     m = tag()
     assert status_of(exchange(srv.port, request(f"/static/x.txt?{m}", headers), source=BALANCER)) == 200
     assert_client(access_log, m, client, port)
-    if port is None and client != BALANCER:
-        assert ":" not in logged_client(access_log, m).replace(f"[{client}]", ""), "a port no header gave"
 
 
 def test_spoofed_forwarding_from_untrusted_peer_is_ignored(make_server, access_log):
