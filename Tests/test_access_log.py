@@ -234,7 +234,8 @@ def test_a_destination_that_takes_nothing_does_not_stall_serving(make_server, lo
     # Held open, never read: once the pipe's buffer is full every write blocks.
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
-        srv = make_server(args=["--access-log", fifo, "--workers", "1"], name="fifo")
+        metrics_port = awstest.free_port()
+        srv = make_server(args=["--access-log", fifo, "--workers", "1", "--metrics", f"{awstest.HOST}:{metrics_port}"], name="fifo")
         long_query = "q=" + "x" * 1000
         n = 3000  # ~1.1 KB lines: far more than the pipe (64 KiB) and the writer's queue hold
         with awstest.connect(srv.port) as s:
@@ -245,6 +246,10 @@ def test_a_destination_that_takes_nothing_does_not_stall_serving(make_server, lo
         m = pu.wait_log(srv, r"access log: (\d+) line\(s\) dropped", timeout=5)
         assert m, f"no drop warning; stderr tail:\n{srv.stderr()[-2000:]}"
         assert 0 < int(m.group(1)) <= n, m.group(0)
+        # The metrics count them too (at least as many: lines may drop after the warning).
+        raw = awstest.raw_request(metrics_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+        dropped = re.search(rb"^aws_access_log_dropped_lines_total (\d+)$", raw, re.M)
+        assert dropped and int(dropped.group(1)) >= int(m.group(1)), raw[-3000:]
     finally:
         # The reader leaves: the blocked write fails (EPIPE) and the server can exit at once.
         os.close(reader)

@@ -162,6 +162,7 @@ def test_counters_match_a_known_set_of_requests(make_server, root, workers):
         for status in ("1xx", "2xx", "3xx", "4xx", "5xx"):
             m.total("http_requests_total", method=method, status=status)
     assert m.total("http_sent_bytes_total") == received
+    assert m.get("aws_access_log_dropped_lines_total") == 0
 
     # The histogram: one observation per request, cumulative buckets ending in +Inf = count.
     count = m.total("http_request_duration_seconds_count")

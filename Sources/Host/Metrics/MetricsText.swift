@@ -122,6 +122,10 @@ enum MetricsText {
                 }
             }
         }
+        // The writer thread's, not a worker's: one series for the server.
+        header(&text, "aws_access_log_dropped_lines_total", "counter",
+               "Access-log lines dropped because the destination did not keep up (the writer's queue was full) or a write failed.")
+        line(&text, "aws_access_log_dropped_lines_total", "", String(AccessLogWriter.droppedLines))
         var total = MetricsSnapshot()
         for s in workers {
             for i in s.durationBuckets.indices { total.durationBuckets[i] += s.durationBuckets[i] }
