@@ -345,6 +345,15 @@ def get(port: int, path: str, method: str = "GET", extra: str = "", timeout: flo
     return r
 
 
+def read_text(path: str) -> str:
+    """A file's text ("" while it does not exist)."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while True:

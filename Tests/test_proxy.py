@@ -28,7 +28,7 @@ import pytest
 
 import awstest
 import pluginutil as pu
-from awstest import HOST, free_port, wait_for
+from awstest import HOST, free_port, read_text, wait_for
 from tlsutil import make_tls_server, pki  # noqa: F401  (fixtures)
 
 CLIENT = "127.0.0.2"
@@ -112,12 +112,6 @@ def body_of(raw: bytes) -> bytes:
     return raw.split(b"\r\n\r\n", 1)[1]
 
 
-def read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 def request_lines(path: str, marker: str) -> list:

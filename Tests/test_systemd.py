@@ -20,15 +20,9 @@ import uuid
 import pytest
 
 import awstest
-from awstest import HOST, free_port, wait_for
+from awstest import HOST, free_port, read_text, wait_for
 
 
-def read_text(path: str) -> str:
-    try:
-        with open(path, errors="replace") as f:
-            return f.read()
-    except OSError:
-        return ""
 
 
 class Activated:

@@ -262,8 +262,8 @@ extension AWSCommand {
     func cgiSettings() -> CGISettings {
         var cgi = CGISettings()
         let dir = cgiDir ?? (root.hasSuffix("/") ? root + "cgi" : root + "/cgi")
-        cgi.directory = Self.realPath(dir) ?? Self.absolute(dir)
-        cgi.script = cgiScript.flatMap(Self.realPath)
+        cgi.directory = SiteBuilder.realPath(dir) ?? SiteBuilder.absolute(dir)
+        cgi.script = cgiScript.flatMap(SiteBuilder.realPath)
         cgi.environment = cgiEnv.map { item in
             let eq = item.firstIndex(of: "=")!
             return (String(item[..<eq]), String(item[item.index(after: eq)...]))
@@ -274,18 +274,6 @@ extension AWSCommand {
         return cgi
     }
 
-    private static func realPath(_ path: String) -> String? {
-        guard let real = realpath(path, nil) else { return nil }
-        defer { free(real) }
-        return String(cString: real)
-    }
-
-    private static func absolute(_ path: String) -> String {
-        if path.hasPrefix("/") { return path }
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-        guard getcwd(&buffer, buffer.count) != nil else { return path }
-        return cText(buffer) + "/" + path
-    }
 }
 
 /// `--workers N|auto`.
