@@ -218,8 +218,17 @@ struct AWSCommand: ParsableCommand {
     func fullConfig() throws -> Config {
         var config = makeConfig()
         if let path = self.config {
-            config.servers = try ConfigFile(path: path, options: Self.optionNames).servers
+            let file = try ConfigFile(path: path, options: Self.optionNames)
+            config.servers = file.servers
             config.configFile = path
+            let given = Self.commandLineKeys()
+            for arg in file.arguments {
+                let key = Self.key(of: arg)
+                if !given.contains(key) {
+                    config.fileKeys[key, default: []].append(arg)
+                    config.keyLines[key] = file.keyLines[key]
+                }
+            }
         }
         return config
     }
@@ -340,17 +349,22 @@ extension AWSCommand {
         return names
     }()
 
+    /// The long options the command line gives (their values may follow as the next argument).
+    static func commandLineKeys() -> Set<String> {
+        Set(CommandLine.arguments.dropFirst().compactMap { arg in arg.hasPrefix("--") ? key(of: arg) : nil })
+    }
+
+    /// "--name=value" → "name".
+    static func key(of argument: String) -> String { String(argument.dropFirst(2).prefix { $0 != "=" }) }
+
     /// `command` with the file's keys under its flags: the file's arguments first, minus the keys
     /// the command line gives again, so the command line wins. Errors name the file's line.
     static func withConfigFile(_ command: AWSCommand) throws -> AWSCommand {
         guard let path = command.config else { return command }
         let file = try ConfigFile(path: path, options: optionNames)
         let commandLine = Array(CommandLine.arguments.dropFirst())
-        let given = Set(commandLine.compactMap { arg -> String? in
-            guard arg.hasPrefix("--") else { return nil }
-            return String(arg.dropFirst(2).prefix { $0 != "=" })
-        })
-        let fromFile = file.arguments.filter { arg in !given.contains(String(arg.dropFirst(2).prefix { $0 != "=" })) }
+        let given = commandLineKeys()
+        let fromFile = file.arguments.filter { !given.contains(key(of: $0)) }
         do {
             return try AWSCommand.parse(fromFile + commandLine + ["--with-file-keys"])
         } catch {

@@ -13,7 +13,9 @@ import Synchronization
 /// and `isLoopThread`; everything else is used on the worker's own loop thread.
 final class Worker: @unchecked Sendable {
     let index: Int
-    let config: Config
+    /// Replaced by `installSettings` when SIGHUP re-reads the configuration file; read only on
+    /// this worker's loop.
+    private(set) var config: Config
     let loop: EventLoop
     let aio: AIOEngine
     /// One open-file cache per distinct document root (`Site.rootID`), made at first use.
@@ -170,6 +172,10 @@ final class Worker: @unchecked Sendable {
         pluginHosts.append(host)
         routeTables.append(host.table)
     }
+
+    /// The settings of a reloaded configuration file (the keys `Server.reloadableKeys` names
+    /// take effect; the rest was fixed at start).
+    func installSettings(_ next: Config) { config = next }
 
     /// New connections are served by `table`; open ones keep the sites they started with.
     func installSites(_ table: SiteTable) { sites = table }
