@@ -4,10 +4,11 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd
+APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd \
+                chromium chromium-driver
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
+.PHONY: all build deps plugins run demo-media unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
 
 all: build
 
@@ -21,6 +22,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c "import selenium" 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product aws
@@ -33,8 +35,14 @@ plugins: build
 	  $(SWIFT) build -c $(CONFIG) --product $$p && cp .build/$(CONFIG)/lib$$p.so Plugins/$$p.so || exit 1; \
 	done
 
-run: build plugins
+run: build plugins demo-media
 	$(BIN) --root $(ROOT) --port $(PORT) --plugins Plugins
+
+# The demo page's audio file (a few MiB, generated, git-ignored); Tests/test_browser.py writes its own.
+DEMO_AUDIO := www/dynamic/demo.wav
+demo-media: $(DEMO_AUDIO)
+$(DEMO_AUDIO): contrib/demo_audio.py
+	$(PYTHON) contrib/demo_audio.py $@
 
 # Unit tests of the host's pure functions (Tests/HostTests): a debug build, so the release
 # binary the end-to-end suite runs is left as it is. Swift Testing only: XCTest would add a
