@@ -4,7 +4,7 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd
+APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd media-types
 PYTHON       ?= python3
 
 .PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
