@@ -5,7 +5,7 @@ BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
 APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd \
-                chromium chromium-driver
+                media-types chromium chromium-driver
 PYTHON       ?= python3
 
 .PHONY: all build deps plugins run demo-media unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean

@@ -58,6 +58,9 @@ struct Config: Sendable {
     var plainHTTP = true
     /// `Strict-Transport-Security: max-age=N` on HTTPS responses.
     var hstsSeconds: Int?
+
+    /// Response headers: nosniff, `--header`, `--cache-control`, `--mime-type`.
+    var headerSettings = HeaderSettings()
     /// The plain port answers 308 to the same URL on the TLS port.
     var redirectHTTPS = false
 
