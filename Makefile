@@ -91,7 +91,7 @@ TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plug
 # and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads, the callback watch,
 # the metrics thread reading the workers' counters and the access-log writer under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
-              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py
+              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py Tests/test_config.py
 TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py Tests/test_metrics.py \
               Tests/test_access_log.py
 test-asan: deps plugins

@@ -181,7 +181,7 @@ final class Server {
             })
         }
 
-        let signalHandler = SignalHandler(fd: signalFD) { [logger] signal in
+        let signalHandler = SignalHandler(fd: signalFD) { [logger, unowned control] signal in
             switch signal {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
@@ -215,6 +215,10 @@ final class Server {
         drops.tick(now: Sys.monotonicMillis(), logger: logger, force: true)
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
         for host in pluginHosts { host.unloadAllAtExit() }
+        // The control loop's signal handler refers to this server, which holds the plugin hosts
+        // and through them the loop: let go, so the loop and the handler are freed.
+        pluginHosts.removeAll()
+        self.accessLogWriter = nil
         logger.info("stopped")
     }
 
