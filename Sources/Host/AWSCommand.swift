@@ -271,7 +271,8 @@ struct AWSCommand: ParsableCommand {
         logger.logLevel = logLevel
         do {
             // SIGHUP reads the file again, under the same command line.
-            let server = Server(config: config, logger: logger, reread: { try AWSCommand.withConfigFile(commandLine).fullConfig() })
+            let server = Server(config: config, logger: logger,
+                                reread: config.configFile == nil ? nil : { try AWSCommand.withConfigFile(commandLine).fullConfig() })
             if check {
                 try server.check()
                 FileHandleStderr.write("aws: configuration OK\(self.config.map { " (\($0))" } ?? "")\n")
