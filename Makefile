@@ -4,7 +4,7 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd
+APT_PACKAGES := zlib1g-dev libbrotli-dev libzstd-dev libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd
 PYTHON       ?= python3
 
 .PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
@@ -21,6 +21,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c "import brotli, zstandard" 2>/dev/null || $(PYTHON) -m pip install -q brotli zstandard
 
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product aws
