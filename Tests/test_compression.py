@@ -298,3 +298,125 @@ def test_large_file_does_not_stall_other_clients(make_server, root):
     r = get(srv.port, "/huge.txt", extra=ae("br"), timeout=60)
     assert r.header("content-encoding") == "br"
     assert sha256(brotli.decompress(r.body)) == sha256(data)
+
+
+# --- plugin responses compressed as they stream (ABI 1.3 compress_response) ------------------
+
+def plugin_text(parts: int, size: int) -> list:
+    """The parts Tests/plugins/compress.c sends."""
+    out = []
+    for k in range(parts):
+        buf = bytearray()
+        while len(buf) < size:
+            line = f"line {k * 1000 + len(buf)}: the quick brown fox jumps over the lazy dog\n".encode()
+            buf += line[:size - len(buf)]
+        out.append(bytes(buf))
+    return out
+
+
+def raw_chunks(data: bytes):
+    """(head text, [chunk payloads]) of a chunked response read to EOF."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    chunks = []
+    while True:
+        line, _, rest = rest.partition(b"\r\n")
+        n = int(line.split(b";")[0], 16)
+        if n == 0:
+            assert rest == b"\r\n", rest[:50]
+            return head.decode("latin-1"), chunks
+        chunks.append(rest[:n])
+        assert rest[n:n + 2] == b"\r\n"
+        rest = rest[n + 2:]
+
+
+def header_of(head: str, name: str):
+    for line in head.split("\r\n")[1:]:
+        k, _, v = line.partition(":")
+        if k.strip().lower() == name:
+            return v.strip()
+    return None
+
+
+def streaming_decoder(coding):
+    if coding == "gzip":
+        import zlib
+        return zlib.decompressobj(16 + 15).decompress
+    if coding == "br":
+        return brotli.Decompressor().process
+    return zstandard.ZstdDecompressor().decompressobj().decompress
+
+
+@pytest.fixture(scope="module")
+def plugin_server():
+    import pluginutil as pu
+    folder = pu.plugin_folder({"compress": pu.test_plugin("compress")})
+    with pu.running_server(folder) as srv:
+        yield srv
+
+
+def plugin_get(srv, target, accept=None, method="GET", version="1.1"):
+    from awstest import raw_request
+    req = f"{method} {target} HTTP/{version}\r\nHost: x\r\n{ae(accept)}Connection: close\r\n\r\n"
+    return raw_request(srv.port, req.encode())
+
+
+@pytest.mark.parametrize("coding", ["br", "zstd", "gzip"])
+def test_plugin_stream_compressed_part_by_part(plugin_server, coding):
+    parts = plugin_text(4, 30000)
+    head, chunks = raw_chunks(plugin_get(plugin_server, "/compress/stream?parts=4&size=30000", coding))
+    assert head.startswith("HTTP/1.1 200"), head
+    assert header_of(head, "content-encoding") == coding
+    assert header_of(head, "vary") == "Accept-Encoding"
+    assert header_of(head, "x-compress") == "1"
+    assert header_of(head, "content-length") is None
+    # One chunk per part, each flushed: it decompresses to exactly that part; then the end.
+    assert len(chunks) == 5, [len(c) for c in chunks]
+    feed = streaming_decoder(coding)
+    for part, chunk in zip(parts, chunks):
+        assert feed(chunk) == part
+    assert feed(chunks[4]) == b""
+    assert sum(map(len, chunks)) < sum(map(len, parts)) / 3
+    whole = b"".join(chunks)
+    assert sha256(decode(coding, whole)) == sha256(b"".join(parts))
+
+
+def test_plugin_stream_identity_when_not_accepted(plugin_server):
+    parts = plugin_text(2, 5000)
+    for accept in (None, "deflate", "br;q=0, gzip;q=0, zstd;q=0"):
+        head, chunks = raw_chunks(plugin_get(plugin_server, "/compress/stream?parts=2&size=5000", accept))
+        assert header_of(head, "x-compress") == "0"
+        assert header_of(head, "content-encoding") is None
+        assert header_of(head, "vary") == "Accept-Encoding"
+        assert b"".join(chunks) == b"".join(parts)
+
+
+def test_plugin_stream_length_file_part_head_and_http10(plugin_server):
+    # set_content_length after compress_response is refused: the length is unknown.
+    head, chunks = raw_chunks(plugin_get(plugin_server, "/compress/stream?parts=1&size=100&length=1", "gzip"))
+    assert (header_of(head, "x-length"), header_of(head, "content-encoding")) == ("-2", "gzip")
+    assert gzip.decompress(b"".join(chunks)) == plugin_text(1, 100)[0]
+    # A FILE part is refused while compressing (AWS_E_STATE); memory parts go on.
+    head, chunks = raw_chunks(plugin_get(plugin_server, "/compress/file", "zstd"))
+    assert header_of(head, "x-file-part") == "-2"
+    assert decode("zstd", b"".join(chunks)) == b"fallback\n"
+    # HEAD: the same head, no body.
+    data = plugin_get(plugin_server, "/compress/stream?parts=2&size=5000", "br", method="HEAD")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: br" in head and body == b""
+    # HTTP/1.0: no chunking, the close ends the compressed body.
+    data = plugin_get(plugin_server, "/compress/stream?parts=3&size=20000", "br", version="1.0")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b"Content-Encoding: br" in head and b"Transfer-Encoding" not in head
+    assert brotli.decompress(body) == b"".join(plugin_text(3, 20000))
+    # 204: no body, so no Content-Encoding.
+    data = plugin_get(plugin_server, "/compress/stream?parts=1&size=100&status=204", "br")
+    assert data.startswith(b"HTTP/1.1 204") and b"Content-Encoding" not in data
+
+
+def test_plugin_stream_not_compressed_with_no_compress():
+    import pluginutil as pu
+    folder = pu.plugin_folder({"compress": pu.test_plugin("compress")})
+    with pu.running_server(folder, extra=["--no-compress"]) as srv:
+        head, chunks = raw_chunks(plugin_get(srv, "/compress/stream?parts=2&size=3000", "br"))
+        assert (header_of(head, "x-compress"), header_of(head, "content-encoding")) == ("0", None)
+        assert b"".join(chunks) == b"".join(plugin_text(2, 3000))

@@ -271,3 +271,103 @@ final class CompressionThread: @unchecked Sendable {
         return CompressedRepresentation(bytes: out, coding: job.coding, identity: job.identity)
     }
 }
+
+/// One response compressed as it streams (a plugin's `compress_response`): each part is
+/// compressed and flushed at once, so a stream's events reach the client when they are sent, and
+/// `finish` ends the coding's frame. Output lands in one buffer reused part after part.
+final class StreamCompressor {
+    let coding: ContentCoding
+    private var zlib: UnsafeMutablePointer<z_stream>?
+    private var brotli: OpaquePointer?
+    private var zstd: OpaquePointer?
+    /// The last `compress` output: valid until the next call.
+    private(set) var output: UnsafeMutableRawPointer?
+    private(set) var outputCount = 0
+    private var capacity = 0
+
+    init?(_ coding: ContentCoding, level: Int32) {
+        self.coding = coding
+        switch coding {
+        case .gzip:
+            let stream = UnsafeMutablePointer<z_stream>.allocate(capacity: 1)
+            stream.initialize(to: z_stream())
+            guard aws_deflate_init_gzip(stream, level) == Z_OK else { stream.deallocate(); return nil }
+            zlib = stream
+        case .br:
+            guard let state = BrotliEncoderCreateInstance(nil, nil, nil) else { return nil }
+            BrotliEncoderSetParameter(state, BROTLI_PARAM_QUALITY, UInt32(level))
+            BrotliEncoderSetParameter(state, BROTLI_PARAM_MODE, BROTLI_MODE_TEXT.rawValue)
+            brotli = state
+        case .zstd:
+            guard let context = ZSTD_createCCtx() else { return nil }
+            ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+            zstd = context
+        }
+    }
+
+    deinit {
+        if let zlib { deflateEnd(zlib); zlib.deallocate() }
+        if let brotli { BrotliEncoderDestroyInstance(brotli) }
+        if let zstd { ZSTD_freeCCtx(zstd) }
+        free(output)
+    }
+
+    private func reserve(_ count: Int) -> Bool {
+        guard capacity < count else { return true }
+        guard let grown = realloc(output, count) else { return false }
+        output = grown
+        capacity = count
+        return true
+    }
+
+    /// Compresses `input` and flushes (or, `last`, ends the stream): the bytes to send are
+    /// `output[0..<outputCount]`. False when the coder failed (the response cannot go on).
+    func compress(_ input: UnsafeRawBufferPointer, last: Bool) -> Bool {
+        outputCount = 0
+        var inPtr = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: UInt8.self))
+        var inLeft = input.count
+        guard reserve(max(16 * 1024, input.count + input.count / 8 + 1024)) else { return false }
+        while true {
+            if outputCount + 1024 > capacity, !reserve(capacity * 2) { return false }
+            let room = capacity - outputCount
+            let out = output!.advanced(by: outputCount).assumingMemoryBound(to: UInt8.self)
+            var done: Bool
+            switch coding {
+            case .gzip:
+                let z = zlib!
+                z.pointee.next_in = inPtr
+                z.pointee.avail_in = uInt(inLeft)
+                z.pointee.next_out = out
+                z.pointee.avail_out = uInt(room)
+                let rc = deflate(z, last ? Z_FINISH : Z_SYNC_FLUSH)
+                guard rc == Z_OK || rc == Z_STREAM_END || rc == Z_BUF_ERROR else { return false }
+                outputCount += room - Int(z.pointee.avail_out)
+                inPtr = z.pointee.next_in
+                inLeft = Int(z.pointee.avail_in)
+                done = last ? rc == Z_STREAM_END : (inLeft == 0 && z.pointee.avail_out > 0)
+            case .br:
+                var availIn = inLeft
+                var nextIn = UnsafePointer(inPtr)
+                var availOut = room
+                var nextOut: UnsafeMutablePointer<UInt8>? = out
+                let op = last ? BROTLI_OPERATION_FINISH : BROTLI_OPERATION_FLUSH
+                guard BrotliEncoderCompressStream(brotli, op, &availIn, &nextIn, &availOut, &nextOut, nil) != 0 else { return false }
+                outputCount += room - availOut
+                inPtr = UnsafeMutablePointer(mutating: nextIn)
+                inLeft = availIn
+                done = inLeft == 0 && BrotliEncoderHasMoreOutput(brotli) == 0
+                    && (!last || BrotliEncoderIsFinished(brotli) != 0)
+            case .zstd:
+                var inBuffer = ZSTD_inBuffer(src: UnsafeRawPointer(inPtr), size: inLeft, pos: 0)
+                var outBuffer = ZSTD_outBuffer(dst: UnsafeMutableRawPointer(out), size: room, pos: 0)
+                let remaining = ZSTD_compressStream2(zstd, &outBuffer, &inBuffer, last ? ZSTD_e_end : ZSTD_e_flush)
+                guard ZSTD_isError(remaining) == 0 else { return false }
+                outputCount += outBuffer.pos
+                inPtr = inPtr.map { $0 + inBuffer.pos }
+                inLeft -= inBuffer.pos
+                done = remaining == 0 && inLeft == 0
+            }
+            if done { return true }
+        }
+    }
+}
