@@ -420,3 +420,15 @@ def test_plugin_stream_not_compressed_with_no_compress():
         head, chunks = raw_chunks(plugin_get(srv, "/compress/stream?parts=2&size=3000", "br"))
         assert (header_of(head, "x-compress"), header_of(head, "content-encoding")) == ("0", None)
         assert b"".join(chunks) == b"".join(plugin_text(2, 3000))
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--compress-level-gzip", "0", "--compress-level-gzip must be between 1 and 9"),
+    ("--compress-level-br", "12", "--compress-level-br must be between 0 and 11"),
+    ("--compress-level-zstd", "20", "--compress-level-zstd must be between 1 and 19"),
+    ("--compress-cache", "0", "--compress-cache must be between 1 and 65536 MiB"),
+])
+def test_bad_compression_flags_are_refused(root, flag, value, message):
+    from awstest import aws_bin
+    r = subprocess.run([aws_bin(), "--root", root, "--port", "1", flag, value], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and message in r.stderr, r.stderr

@@ -77,7 +77,7 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "CGI programs running at once in the whole server (503 past it).") var cgiMax = 64
     @Flag(help: "No CGI: /cgi/ is served like any other path.") var noCgi = false
 
-    @Flag(help: "Do not compress text files on the fly (precompressed FILE.br/.zst/.gz variants are still sent).") var noCompress = false
+    @Flag(help: "Do not compress text files on the fly; precompressed FILE.br/.zst/.gz variants are still sent.") var noCompress = false
     @Option(help: ArgumentHelp("gzip level for on-the-fly compression, 1-9.", valueName: "N")) var compressLevelGzip: Int32 = 6
     @Option(help: ArgumentHelp("Brotli level for on-the-fly compression, 0-11.", valueName: "N")) var compressLevelBr: Int32 = 5
     @Option(help: ArgumentHelp("zstd level for on-the-fly compression, 1-19.", valueName: "N")) var compressLevelZstd: Int32 = 6
