@@ -4,10 +4,11 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := zlib1g-dev libbrotli-dev libzstd-dev libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd
+APT_PACKAGES := zlib1g-dev libbrotli-dev libzstd-dev libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd \
+                media-types chromium chromium-driver
 PYTHON       ?= python3
 
-.PHONY: all build deps plugins run unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
+.PHONY: all build deps plugins run demo-media unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
 
 all: build
 
@@ -22,6 +23,7 @@ deps:
 	fi
 	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install -q pytest
 	@$(PYTHON) -c "import brotli, zstandard" 2>/dev/null || $(PYTHON) -m pip install -q brotli zstandard
+	@$(PYTHON) -c "import selenium" 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product aws
@@ -34,8 +36,14 @@ plugins: build
 	  $(SWIFT) build -c $(CONFIG) --product $$p && cp .build/$(CONFIG)/lib$$p.so Plugins/$$p.so || exit 1; \
 	done
 
-run: build plugins
+run: build plugins demo-media
 	$(BIN) --root $(ROOT) --port $(PORT) --plugins Plugins
+
+# The demo page's audio file (a few MiB, generated, git-ignored); Tests/test_browser.py writes its own.
+DEMO_AUDIO := www/dynamic/demo.wav
+demo-media: $(DEMO_AUDIO)
+$(DEMO_AUDIO): contrib/demo_audio.py
+	$(PYTHON) contrib/demo_audio.py $@
 
 # Unit tests of the host's pure functions (Tests/HostTests): a debug build, so the release
 # binary the end-to-end suite runs is left as it is. Swift Testing only: XCTest would add a
@@ -85,7 +93,8 @@ TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plug
 # reloads, the callback watch, the metrics thread reading the workers' counters, the access-log writer and the
 # compression thread under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
-              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py Tests/test_compression.py
+              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py Tests/test_config.py \
+              Tests/test_compression.py
 TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py Tests/test_metrics.py \
               Tests/test_access_log.py Tests/test_compression.py
 test-asan: deps plugins

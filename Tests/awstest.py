@@ -35,18 +35,19 @@ FILE_SIZES = [0, 1, 4095, 4096, 4097, MIB + 3, 20 * MIB]
 # 2 MiB files for the many-clients test: this many in static/ and as many in dynamic/.
 CONCURRENT_FILES = 10
 
-# Content-Type fixtures: file name -> (expected media type, must carry charset=utf-8).
+# Content-Type fixtures: file name -> (expected media type, carries charset=utf-8: True must,
+# False must not; see test_headers.py for the whole table).
 CONTENT_TYPES = {
     "page.html": ("text/html", True),
     "style.css": ("text/css", True),
     "app.js": ("text/javascript", True),
-    "data.json": ("application/json", False),
+    "data.json": ("application/json", True),
     "notes.txt": ("text/plain", True),
     "image.png": ("image/png", False),
     "photo.jpg": ("image/jpeg", False),
     "photo2.jpeg": ("image/jpeg", False),
     "anim.gif": ("image/gif", False),
-    "vector.svg": ("image/svg+xml", False),
+    "vector.svg": ("image/svg+xml", True),
     "module.wasm": ("application/wasm", False),
     "blob.xyz123": ("application/octet-stream", False),
 }

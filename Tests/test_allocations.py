@@ -10,7 +10,8 @@ connections and reads them again: the difference over REQUESTS is the figure per
 The server runs like the benchmarks run it (bench/run.sh), --log-level warning, but with the
 access log on (issue 12): one line per request into a file, in each format (the fixture is
 parametrized: combined, json), so its formatting and hand-over to the writer thread are measured
-too. Paths measured: a 1 KiB and a 64 KiB file under
+too, and so are the header settings of issue 13 (Cache-Control rules with Expires, --header).
+Paths measured: a 1 KiB and a 64 KiB file under
 static/ (one send from the open-file cache; header then sendfile) and under dynamic/ (libaio),
 and the Swift example plugin hello (GET /hello?name=x).
 
@@ -122,7 +123,11 @@ def counted(request):
     access_log = os.path.join(work, "access.log")
     args = ["--plugins", pu.plugin_folder(plugins), "--log-level", "warning",
             "--access-log", access_log, "--log-format", request.param,
-            "--metrics", f"{awstest.HOST}:{awstest.free_port()}"]
+            "--metrics", f"{awstest.HOST}:{awstest.free_port()}",
+            # Issue 13's per-request header work: a glob rule with Expires, a prefix rule, a
+            # site-wide field (nosniff is on by default).
+            "--cache-control", "/static/*.bin=public, max-age=60", "--cache-control", "/dynamic/=no-cache",
+            "--header", "Content-Security-Policy=default-src 'self'"]
     srv = awstest.Server(make_root(), args=args, log_dir=pu.new_dir("alloc-log-"), name="alloc")
     with awstest.running(srv, env={"LD_PRELOAD": shim, "MALLOC_COUNT_FILE": counter}):
         srv.loaded = set(plugins)

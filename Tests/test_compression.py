@@ -432,3 +432,16 @@ def test_bad_compression_flags_are_refused(root, flag, value, message):
     from awstest import aws_bin
     r = subprocess.run([aws_bin(), "--root", root, "--port", "1", flag, value], capture_output=True, text=True, timeout=10)
     assert r.returncode != 0 and message in r.stderr, r.stderr
+
+
+def test_compressed_and_variant_responses_keep_cache_control(make_server, root):
+    write(root, "app.css", text("cc", 6000))
+    with_variants(root, "lib.js", text("cclib", 6000), codings=("gzip",))
+    srv = make_server(["--cache-control", "*.css=max-age=60", "--cache-control", "*.js=max-age=90",
+                       "--no-immutable"], root=root)
+    r = get(srv.port, "/app.css", extra=ae("br"))
+    assert (r.header("content-encoding"), r.header("cache-control")) == ("br", "max-age=60"), r.headers
+    r304 = get(srv.port, "/app.css", extra=ae("br") + f"If-None-Match: {r.header('etag')}\r\n")
+    assert (r304.status, r304.header("cache-control"), r304.header("vary")) == (304, "max-age=60", "Accept-Encoding")
+    r = get(srv.port, "/lib.js", extra=ae("gzip"))
+    assert (r.header("content-encoding"), r.header("cache-control")) == ("gzip", "max-age=90"), r.headers

@@ -352,3 +352,79 @@ def test_access_log_per_server(make_server, tmp_path):
     assert awstest.wait_for(lambda: len(lines(b_log)) == 1, timeout=5), srv.stderr()[-2000:]
     assert lines(b_log)[0].split('"')[1] == "GET /static/x.txt?b1 HTTP/1.1"
     assert len(lines(main_log)) == 1
+
+
+def test_absolute_form_target_chooses_the_site(make_server, sites):
+    config, roots = sites
+    srv = make_server(args=["--config", config], root=roots["top"])
+    r = awstest.request(srv.port, b"GET http://b.test/static/b.txt HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    assert (r.status, r.body) == (200, b"site b\n"), r
+
+
+def test_sighup_applies_reloadable_keys_and_names_the_others(make_server, sites):
+    config, roots = sites
+    srv = make_server(args=["--config", config], root=roots["top"])
+    assert ask(srv.port, "/static/d.txt", None).status == 200
+    text = open(config).read()
+    write(config, 'strict-host = true\nlog-format = "json"\n' + text)
+    srv.signal(signal.SIGHUP)
+    awstest.wait_for(lambda: "configuration reloaded" in srv.stderr(), timeout=5)
+    # strict-host applies to new requests; log-format was fixed at start.
+    assert ask(srv.port, "/static/d.txt", None).status == 400
+    assert "'log-format' changed; it takes effect at the next restart" in srv.stderr()
+    assert "'strict-host' changed" not in srv.stderr()
+
+
+def test_sighup_with_a_certificate_that_does_not_load_changes_nothing(make_tls_server, pki, tmp_path):  # noqa: F811
+    a, a2 = tmp_path / "a", tmp_path / "a2"
+    write(a / "static" / "x.txt", "A")
+    write(a2 / "static" / "x.txt", "A2")
+    head = f'tls-cert = "{pki["default"].cert}"\ntls-key = "{pki["default"].key}"\n\n'
+    config = write(tmp_path / "c.toml", head + f'[[server]]\nnames = ["a.test"]\nroot = "{a}"\n')
+    srv = make_tls_server(str(a), args=["--config", config])
+    # A new root and a certificate that is not there, in one edit: neither applies.
+    write(config, head + f'[[server]]\nnames = ["a.test"]\nroot = "{a2}"\n'
+                         f'tls-cert = "{tmp_path}/missing.pem"\ntls-key = "{tmp_path}/missing.key"\n')
+    srv.signal(signal.SIGHUP)
+    assert awstest.wait_for(lambda: "configuration not reloaded" in srv.stderr(), timeout=5), srv.stderr()[-2000:]
+    assert "TLS" in srv.stderr().split("configuration not reloaded", 1)[1]
+    assert ask(srv.port, "/static/x.txt", "a.test").body == b"A"
+    assert "configuration reloaded" not in srv.stderr()
+
+
+def test_sighup_with_a_new_plugins_folder_that_fails_under_strict_plugins(make_server, tmp_path):
+    a = tmp_path / "a"
+    write(a / "static" / "x.txt", "A")
+    plugins = pu.new_dir("late-plugins-")
+    write(os.path.join(plugins, "broken.so"), b"not an ELF file")
+    body = 'strict-plugins = true\n[[server]]\nnames = ["a.test"]\nroot = "%s"\n' % a
+    config = write(tmp_path / "c.toml", body)
+    srv = make_server(args=["--config", config], root=str(a))
+    write(config, body + f'plugins = "{plugins}"\n')
+    srv.signal(signal.SIGHUP)
+    assert awstest.wait_for(lambda: "configuration not reloaded" in srv.stderr(), timeout=5), srv.stderr()[-2000:]
+    # Fixed: the next SIGHUP loads the folder.
+    os.remove(os.path.join(plugins, "broken.so"))
+    pu.deploy(plugins, "echo", pu.example_plugin("echo"))
+    srv.signal(signal.SIGHUP)
+    req = b"POST /echo HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi"
+    assert awstest.wait_for(lambda: awstest.request(srv.port, req).status == 200, timeout=5), srv.stderr()[-2000:]
+
+
+def test_check_names_the_line_of_users_logs_certificates_and_plugins(tmp_path, pki):  # noqa: F811
+    root = str(tmp_path)
+    cases = [
+        ('port = 8080\nuser = "no-such-user-aws"\n', 2, "no such user"),
+        ('\naccess-log = "/nonexistent-dir/access.log"\n', 2, "access log"),
+        (f'tls-cert = "{pki["default"].cert}"\ntls-key = "{pki["default"].key}"\n[[server]]\nnames = ["a.test"]\n'
+         f'access-log = "/nonexistent-dir/a.log"\n', 5, "access log"),
+        (f'tls-cert = "{pki["default"].cert}"\ntls-key = "{pki["default"].key}"\n\n[[server]]\nnames = ["a.test"]\n'
+         f'tls-cert = "{tmp_path}/missing.pem"\ntls-key = "{tmp_path}/missing.key"\n', 6, "TLS"),
+    ]
+    broken = pu.new_dir("check-plugins-")
+    write(os.path.join(broken, "broken.so"), b"not an ELF file")
+    cases.append((f'[[server]]\nnames = ["a.test"]\nplugins = "{broken}"\n', 3, "broken"))
+    for text, line, needle in cases:
+        config = write(tmp_path / "c.toml", text)
+        p = check(config, "--root", root)
+        assert p.returncode != 0 and f"{config}:{line}" in p.stderr and needle in p.stderr, (text, p.stderr)

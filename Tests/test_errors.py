@@ -145,8 +145,7 @@ def test_content_type(server, docroot, name):
     assert r.status == 200, r
     assert r.body == docroot.files[f"/static/{name}"]
     assert r.media_type == media, f"{name}: Content-Type {r.header('content-type')!r}"
-    if charset:
-        assert "charset=utf-8" in r.header("content-type").lower().replace(" ", ""), r.header("content-type")
+    assert ("charset=utf-8" in r.header("content-type").lower().replace(" ", "")) == charset, r.header("content-type")
 
 
 @pytest.mark.parametrize("path", ["/static/a.txt", "/dynamic/a.txt"])

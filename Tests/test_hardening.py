@@ -137,9 +137,10 @@ def test_plugin_status_set_after_fields_rewrites_the_head(ranges_server):
     assert lines[0] == b"HTTP/1.1 201 Created", first
     assert re.fullmatch(rb"Date: [A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", lines[1]), first
     assert lines[2].startswith(b"Server: aws/"), first
-    assert lines[3:6] == [b"X-First: 1", b"X-Second: 2", b"Content-Type: text/plain"], first
+    assert lines[3] == b"X-Content-Type-Options: nosniff", first
+    assert lines[4:7] == [b"X-First: 1", b"X-Second: 2", b"Content-Type: text/plain"], first
     body = b"set_status=0,0\n"
-    assert lines[6] == b"Content-Length: %d" % len(body), first
+    assert lines[7] == b"Content-Length: %d" % len(body), first
     assert rest.startswith(body), rest
     second = rest[len(body):]
     assert second.startswith(b"HTTP/1.1 299 \r\nDate: "), second

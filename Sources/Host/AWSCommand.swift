@@ -68,6 +68,15 @@ struct AWSCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Send Strict-Transport-Security: max-age=SECONDS on HTTPS responses.", valueName: "SECONDS")) var hsts: Int?
     @Flag(help: "Answer every plain HTTP request with 308 to the same URL on the HTTPS port.") var redirectHttps = false
 
+    @Option(name: .customLong("header"), help: ArgumentHelp("A header for every response, errors included (repeatable): a Content-Security-Policy, X-Frame-Options...", valueName: "NAME=VALUE"))
+    var header: [String] = []
+    @Flag(help: "No X-Content-Type-Options: nosniff (sent on every response by default).") var noNosniff = false
+    @Option(name: .customLong("cache-control"), help: ArgumentHelp("Cache-Control for files whose path matches PATTERN (repeatable; the first match wins): /prefix/, a glob on the path (/static/*.css) or on the file name (*.woff2). With max-age, Expires too.", valueName: "PATTERN=VALUE"))
+    var cacheControl: [String] = []
+    @Flag(help: "Do not add ', immutable' to the Cache-Control (with max-age) of fingerprinted file names like app.3f2a9c1b.js.") var noImmutable = false
+    @Option(name: .customLong("mime-type"), help: ArgumentHelp("The Content-Type for files ending in .EXT, sent as given (repeatable; adds to or overrides the built-in table).", valueName: "EXT=TYPE"))
+    var mimeType: [String] = []
+
     @Option(help: ArgumentHelp("Folder of CGI programs run for /cgi/NAME (default: ROOT/cgi).", valueName: "DIR")) var cgiDir: String?
     @Option(help: ArgumentHelp("Run this one program for every /cgi/... request (the rest of the path becomes PATH_INFO).", valueName: "PATH"))
     var cgiScript: String?
@@ -151,6 +160,11 @@ struct AWSCommand: ParsableCommand {
         for item in trustedProxy where CIDR(item) == nil {
             throw ValidationError("--trusted-proxy wants an IPv4 or IPv6 address or CIDR range (like 10.0.0.0/8 or 2001:db8::/32), got \(item)")
         }
+        do {
+            _ = try headerSettings()
+        } catch {
+            throw ValidationError(error.description)
+        }
         for item in pluginConfig {
             guard let eq = item.firstIndex(of: "="), let dot = item[..<eq].firstIndex(of: "."),
                   dot != item.startIndex, item.index(after: dot) < eq else {
@@ -213,6 +227,7 @@ struct AWSCommand: ParsableCommand {
         config.compression.brotliLevel = compressLevelBr
         config.compression.zstdLevel = compressLevelZstd
         config.compression.cacheBytes = compressCache * 1024 * 1024
+        config.headerSettings = try! headerSettings()  // checked by validate()
         config.maxRequestLine = maxRequestLine
         config.maxHeaderBytes = maxHeaderBytes
         config.maxHeaderCount = maxHeaders
@@ -229,12 +244,25 @@ struct AWSCommand: ParsableCommand {
         return config
     }
 
+    func headerSettings() throws(HeaderSettings.Invalid) -> HeaderSettings {
+        try HeaderSettings(nosniff: !noNosniff, headers: header, cacheControl: cacheControl, immutable: !noImmutable, mimeTypes: mimeType)
+    }
+
     /// The whole configuration: the flags, and the file's virtual hosts.
     func fullConfig() throws -> Config {
         var config = makeConfig()
         if let path = self.config {
-            config.servers = try ConfigFile(path: path, options: Self.optionNames).servers
+            let file = try ConfigFile(path: path, options: Self.optionNames)
+            config.servers = file.servers
             config.configFile = path
+            let given = Self.commandLineKeys()
+            for arg in file.arguments {
+                let key = Self.key(of: arg)
+                if !given.contains(key) {
+                    config.fileKeys[key, default: []].append(arg)
+                    config.keyLines[key] = file.keyLines[key]
+                }
+            }
         }
         return config
     }
@@ -355,17 +383,22 @@ extension AWSCommand {
         return names
     }()
 
+    /// The long options the command line gives (their values may follow as the next argument).
+    static func commandLineKeys() -> Set<String> {
+        Set(CommandLine.arguments.dropFirst().compactMap { arg in arg.hasPrefix("--") ? key(of: arg) : nil })
+    }
+
+    /// "--name=value" → "name".
+    static func key(of argument: String) -> String { String(argument.dropFirst(2).prefix { $0 != "=" }) }
+
     /// `command` with the file's keys under its flags: the file's arguments first, minus the keys
     /// the command line gives again, so the command line wins. Errors name the file's line.
     static func withConfigFile(_ command: AWSCommand) throws -> AWSCommand {
         guard let path = command.config else { return command }
         let file = try ConfigFile(path: path, options: optionNames)
         let commandLine = Array(CommandLine.arguments.dropFirst())
-        let given = Set(commandLine.compactMap { arg -> String? in
-            guard arg.hasPrefix("--") else { return nil }
-            return String(arg.dropFirst(2).prefix { $0 != "=" })
-        })
-        let fromFile = file.arguments.filter { arg in !given.contains(String(arg.dropFirst(2).prefix { $0 != "=" })) }
+        let given = commandLineKeys()
+        let fromFile = file.arguments.filter { !given.contains(key(of: $0)) }
         do {
             return try AWSCommand.parse(fromFile + commandLine + ["--with-file-keys"])
         } catch {

@@ -122,16 +122,58 @@ import Testing
 @Suite struct MediaTypesTests {
     @Test(arguments: [
         ("index.html", "text/html; charset=utf-8"), ("a/b/INDEX.HTM", "text/html; charset=utf-8"),
-        ("app.js", "text/javascript; charset=utf-8"), ("data.json", "application/json"),
+        ("app.js", "text/javascript; charset=utf-8"), ("data.json", "application/json; charset=utf-8"),
         ("x.tar.gz", "application/gzip"), ("photo.JPEG", "image/jpeg"), ("font.woff2", "font/woff2"),
-        (".html", "text/html; charset=utf-8"), ("dir.d/a.svg", "image/svg+xml"),
+        (".html", "text/html; charset=utf-8"), ("dir.d/a.svg", "image/svg+xml; charset=utf-8"),
+        ("notes.csv", "text/csv"), ("movie.swf", "application/vnd.adobe.flash.movie"), ("a.mjs", "text/javascript; charset=utf-8"),
+        ("site.webmanifest", "application/manifest+json; charset=utf-8"), ("m.wasm", "application/wasm"),
+        ("zzz.zmm", "application/vnd.handheld-entertainment+xml"), ("x.123", "application/vnd.lotus-1-2-3"),
     ])
     func byExtension(_ path: String, _ expected: String) {
-        #expect(text(MediaTypes.type(forPath: embedded(path))) == expected)
+        #expect(text(MediaTypes().type(forPath: embedded(path))) == expected)
     }
 
     @Test(arguments: ["", "README", "file.", "dir.html/file", "a.unknown", "a.htmlx", "a.ht", "a.html/"])
     func fallback(_ path: String) {
-        #expect(text(MediaTypes.type(forPath: embedded(path))) == "application/octet-stream")
+        #expect(text(MediaTypes().type(forPath: embedded(path))) == "application/octet-stream")
+    }
+
+    @Test func overridesTakeTheValueVerbatim() {
+        let types = MediaTypes(overrides: [("TXT", "text/plain; charset=iso-8859-1"), ("html", "text/html"), ("new", "application/x-new")])
+        #expect(text(types.type(forPath: embedded("a.txt"))) == "text/plain; charset=iso-8859-1")
+        #expect(text(types.type(forPath: embedded("a.HTML"))) == "text/html")
+        #expect(text(types.type(forPath: embedded("a.new"))) == "application/x-new")
+        #expect(text(types.type(forPath: embedded("a.css"))) == "text/css; charset=utf-8")
+    }
+}
+
+@Suite struct CacheRuleTests {
+    @Test(arguments: [
+        ("*.css", "static/a.css", true), ("*.css", "a.css", true), ("*.css", "a.css/b", false),
+        ("*.css", "a.cssx", false), ("/static/", "static/x/y.png", true), ("/static/", "stat", false),
+        ("/static/*.css", "static/x/y.css", true), ("/static/*.css", "other/static/y.css", false),
+        ("app.????????.js", "js/app.3f2a9c1b.js", true), ("*", "anything/at/all", true),
+        ("a*b*c", "aXbYbZc", true), ("a*b*c", "aXbYbZ", false), ("*.CSS", "a.css", false),
+    ])
+    func matching(_ pattern: String, _ path: String, _ expected: Bool) {
+        #expect(CacheRule(pattern: pattern, value: "no-cache").matches(embedded(path)) == expected)
+    }
+
+    @Test(arguments: [
+        ("app.3f2a9c1b.js", true), ("a/b/style.0123abcd.css", true), ("app.3F2A9C1B.js", false),
+        ("report.20240101.pdf", false), ("app.deadbeef.js", false), ("app.3f2a9c1.js", false),
+        ("3f2a9c1b4d.js", false), ("app.js.3f2a9c1b", false), ("v.1a2b3c4d5e.min.js", true),
+    ])
+    func fingerprints(_ path: String, _ expected: Bool) {
+        #expect(CacheRule.isFingerprinted(embedded(path)) == expected)
+    }
+
+    @Test func maxAgeAndImmutable() {
+        #expect(CacheRule.maxAge(in: "public, max-age=3600") == 3600)
+        #expect(CacheRule.maxAge(in: "s-maxage=10, MAX-AGE=\"20\"") == 20)
+        #expect(CacheRule.maxAge(in: "no-cache") == nil)
+        #expect(CacheRule(pattern: "*", value: "max-age=60").immutableField.map(text) == "Cache-Control: max-age=60, immutable\r\n")
+        #expect(CacheRule(pattern: "*", value: "max-age=0").immutableField == nil)
+        #expect(CacheRule(pattern: "*", value: "no-store, max-age=60").immutableField == nil)
     }
 }

@@ -42,7 +42,7 @@ extension Exchange {
         case .success(let opened):
             file = opened
         }
-        var contentType = MediaTypes.type(forPath: path.bytes[...])
+        var contentType = worker.mediaTypes.type(forPath: path.bytes[...])
         if file.isRegular && path.trailingSlash {
             Sys.close(file.fd)
             respondWithError(.notFound)
@@ -77,7 +77,7 @@ extension Exchange {
                 return
             }
             Sys.close(file.fd)
-            let html = MediaTypes.type(forPath: indexPath.bytes[...])
+            let html = worker.mediaTypes.type(forPath: indexPath.bytes[...])
             if index.isRegular {
                 let entry = cache.insert(indexPath.bytes, file: index, dynamic: false, contentType: html, now: worker.loop.now)
                 respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
@@ -135,6 +135,7 @@ extension Exchange {
             beginResponse(.notModified)
             addValidatorHeaders(validators)
             if vary { addHeader("Vary", ascii: "Accept-Encoding") }
+            addFileCacheFields()
             endHead()
             return
         case .failed:
@@ -168,6 +169,7 @@ extension Exchange {
         if status == .partialContent { ResponseHead.contentRange(&pump.out, range, of: size) }
         addHeader("Accept-Ranges", ascii: "bytes")
         addValidatorHeaders(validators)
+        addFileCacheFields()
         endHead()
 
         if isHead || range.isEmpty {

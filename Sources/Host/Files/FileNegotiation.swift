@@ -77,7 +77,7 @@ extension Exchange {
             guard file.isRegular else { Sys.close(file.fd); return nil }
             // Cached with the type of its own name: a request for FILE.br itself finds it too.
             entry = cache.insert(variantPath.bytes, file: file, dynamic: identity.dynamic,
-                                 contentType: MediaTypes.type(forPath: variantPath.bytes[...]), now: now)
+                                 contentType: worker.mediaTypes.type(forPath: variantPath.bytes[...]), now: now)
         }
         guard let entry, Exchange.isCurrent(entry.info, for: identity.info) else { return nil }
         return FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
@@ -123,6 +123,7 @@ extension Exchange {
             addHeader("ETag", validators.etag)
             addHeader("Last-Modified", validators.lastModified)
             addHeader("Vary", ascii: "Accept-Encoding")
+            addFileCacheFields()
             endHead()
             return
         case .failed:
@@ -136,6 +137,7 @@ extension Exchange {
         addHeader("Content-Length", decimal: body.bytes.count)
         addHeader("ETag", validators.etag)
         addHeader("Last-Modified", validators.lastModified)
+        addFileCacheFields()
         endHead()
         if isHead || body.bytes.isEmpty { return }
         if body.bytes.count <= OpenFileCache.smallFileLimit {

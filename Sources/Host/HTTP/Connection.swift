@@ -278,6 +278,7 @@ final class Connection: EventHandler, Timed {
         transport.dropTLS()
         var response: [UInt8] = []
         ResponseHead.begin(&response, code: HTTPStatus.badRequest.rawValue, date: worker.date)
+        response.append(contentsOf: worker.config.headerSettings.siteFields)
         ResponseHead.field(&response, "Content-Type", ascii: "text/html; charset=utf-8")
         ResponseHead.field(&response, "Content-Length", decimal: Connection.plainHTTPPage.count)
         ResponseHead.end(&response, closing: true, http10: false)

@@ -4,7 +4,8 @@ import Glibc
 /// The `Date` header value, rendered once per second per worker rather than per request.
 struct DateCache {
     private(set) var bytes: [UInt8] = []
-    private var second = -1
+    /// The second `bytes` shows (`Expires` is computed from it, so it agrees with `Date`).
+    private(set) var second = -1
 
     mutating func refresh() {
         var ts = timespec()

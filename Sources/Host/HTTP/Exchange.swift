@@ -576,6 +576,9 @@ final class Exchange {
         ResponseHead.begin(&pump.out, code: code, date: worker.date)
         // RFC 6797 §7.2: only over a secure transport.
         if let hsts = worker.hstsField, connection.transport.isTLS { pump.out.append(contentsOf: hsts) }
+        // nosniff and --header: on every response, errors too (a CSP matters most on pages an
+        // attacker can make the server produce).
+        pump.out.append(contentsOf: worker.config.headerSettings.siteFields)
     }
 
     func addHeader(_ name: StaticString, _ value: some Collection<UInt8>) { ResponseHead.field(&pump.out, name, value) }

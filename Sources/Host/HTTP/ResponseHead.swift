@@ -103,10 +103,11 @@ enum ResponseHead {
 
     /// A whole error response (head and HTML page) for a socket that has no exchange: the 503
     /// sent to a connection over `--max-connections`.
-    static func standalone(_ status: HTTPStatus, extra: StaticString, date: borrowing DateCache) -> [UInt8] {
+    static func standalone(_ status: HTTPStatus, extra: StaticString, fields: [UInt8], date: borrowing DateCache) -> [UInt8] {
         var out: [UInt8] = []
         let page = StatusTable.shared.errorPage(status)
         begin(&out, code: status.rawValue, date: date)
+        out.append(contentsOf: fields)
         out.append(ascii: extra)
         field(&out, "Content-Type", ascii: "text/html; charset=utf-8")
         field(&out, "Content-Length", decimal: page.count)

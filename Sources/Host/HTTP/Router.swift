@@ -71,7 +71,11 @@ extension Exchange {
     private func selectSite() {
         let table = connection.sites
         if table.sites.count > 1 {
-            if let host = request.value(.host) {
+            let target = request.storage[request.target]
+            if let authority = Self.absoluteFormAuthority(target) {
+                // RFC 9112 §3.2.2: an absolute-form target's authority wins over Host.
+                site = table.select(host: authority)
+            } else if let host = request.value(.host) {
                 site = table.select(host: request.storage[host])
             } else if let name = connection.transport.tls?.serverName {
                 site = table.select(host: name[...])
@@ -83,6 +87,16 @@ extension Exchange {
         }
         pathRule = nil
         if !site.paths.isEmpty, resolvePath() == nil { pathRule = site.rule(for: path.bytes, trailingSlash: path.trailingSlash) }
+    }
+
+    /// "http://host:port/path" → "host:port" (nil for an origin-form target).
+    static func absoluteFormAuthority(_ target: ArraySlice<UInt8>) -> ArraySlice<UInt8>? {
+        guard target.first != 47, let scheme = target.firstRange(of: [58, 47, 47]) else { return nil }
+        let rest = target[scheme.upperBound...]
+        let end = rest.firstIndex { $0 == 47 || $0 == 63 || $0 == 35 } ?? rest.endIndex
+        let authority = rest[..<end]
+        // Userinfo is not allowed in an http(s) URI (RFC 9110 §4.2.4): such a target names no site.
+        return authority.isEmpty || authority.contains(64) ? nil : authority
     }
 
     /// Transfer-Encoding (TransferCodingList): nil when absent or exactly chunked; 400 when the

@@ -11,6 +11,11 @@ struct Config: Sendable {
     var configFile: String?
     /// The file's `[[server]]` blocks: virtual hosts (none: one site from the flags).
     var servers: [ConfigFile.ServerBlock] = []
+    /// The file's top-level keys the command line does not override, with their arguments: a
+    /// reload compares them to say which changes need a restart.
+    var fileKeys: [String: [String]] = [:]
+    /// The line of each of those keys, for messages.
+    var keyLines: [String: Int] = [:]
     /// --plugin-config NAME.KEY=VALUE, by plugin name.
     var pluginConfig: [String: [String: String]] = [:]
     var strictPlugins = false
@@ -55,6 +60,9 @@ struct Config: Sendable {
     var plainHTTP = true
     /// `Strict-Transport-Security: max-age=N` on HTTPS responses.
     var hstsSeconds: Int?
+
+    /// Response headers: nosniff, `--header`, `--cache-control`, `--mime-type`.
+    var headerSettings = HeaderSettings()
     /// The plain port answers 308 to the same URL on the TLS port.
     var redirectHTTPS = false
 

@@ -33,9 +33,39 @@ final class Server {
 
     /// `--check`: everything start-up would read, read — the file, the document roots, the
     /// certificates, the plugins (loaded, initialized, shut down) — and nothing bound or served.
+    /// Ports are checked for their range only, not bound (a running server holds them). A
+    /// plugin that does not load fails the check even without strict-plugins (a start would
+    /// skip it with an error line).
     func check() throws {
+        let file = config.configFile ?? "command line"
+        func at(_ line: Int?) -> String { line.map { "\(file):\($0): " } ?? "\(file): " }
         let table = try sites.build(config)
+        if let user = config.user, getpwnam(user) == nil { throw ConfigError("\(at(config.keyLines["user"]))no such user: \(user)") }
+        // Each certificate alone first, so an error names the key that gave it.
+        if let tls = config.tls {
+            do {
+                _ = try TLSContexts(TLSSettings(port: tls.port, chain: tls.chain, key: tls.key, named: []), kernelTLS: false)
+            } catch {
+                throw ConfigError("\(at(config.keyLines["tls-cert"]))TLS: \(error)")
+            }
+            for block in config.servers {
+                guard let chain = block.tlsCert, let key = block.tlsKey else { continue }
+                do {
+                    _ = try TLSContexts(TLSSettings(port: tls.port, chain: chain, key: key, named: []), kernelTLS: false)
+                } catch {
+                    throw ConfigError("\(at(block.line(of: "tls-cert")))TLS: \(error)")
+                }
+            }
+        }
         if let settings = tlsSettings { _ = try loadTLS(settings) }
+        // The log files start-up would open (opened for appending, as start-up does).
+        var logs: [(String, Int?)] = config.accessLogPath.map { [($0, config.keyLines["access-log"])] } ?? []
+        for block in config.servers { if let path = block.accessLog { logs.append((path, block.line(of: "access-log"))) } }
+        for (path, line) in logs {
+            let fd = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ConfigError("\(at(line))access log \(path): \(String(cString: strerror(errno)))") }
+            Sys.close(fd)
+        }
         let control = try EventLoop(tickMillis: 1000)
         for (i, folder) in sites.pluginFolders.enumerated() {
             let loader = PluginLoader(directory: folder.path, config: config.pluginConfig, strict: true, root: folder.root, logger: logger)
@@ -43,7 +73,7 @@ final class Server {
             do {
                 routes = try loader.loadAll()
             } catch {
-                throw ConfigError("plugins folder \(folder.path): \(error)")
+                throw ConfigError("\(at(folder.line ?? config.keyLines["plugins"]))plugins folder \(folder.path): \(error)")
             }
             let host = PluginHost(index: i, control: control, loader: loader, table: routes, logger: logger)
             host.attach([])
@@ -53,9 +83,9 @@ final class Server {
     }
 
     /// A plugins folder's loader, route table and host (the folder at `index` of `sites`).
-    private func loadPlugins(_ index: Int, control: EventLoop) throws -> PluginHost {
+    private func loadPlugins(_ index: Int, config: Config, control: EventLoop) throws -> PluginHost {
         let folder = sites.pluginFolders[index]
-        let loader = PluginLoader(directory: folder.path, config: current.pluginConfig, strict: current.strictPlugins, root: folder.root, logger: logger)
+        let loader = PluginLoader(directory: folder.path, config: config.pluginConfig, strict: config.strictPlugins, root: folder.root, logger: logger)
         let routes = try loader.loadAll()
         logger.info("plugins \(folder.path): \(routes.plugins.count) plugin(s) loaded")
         return PluginHost(index: index, control: control, loader: loader, table: routes, logger: logger)
@@ -123,7 +153,7 @@ final class Server {
         let siteTable = try sites.build(config, logs: accessLogWriter)
         logSites(siteTable)
         let control = try EventLoop(tickMillis: 1000)
-        for i in sites.pluginFolders.indices { pluginHosts.append(try loadPlugins(i, control: control)) }
+        for i in sites.pluginFolders.indices { pluginHosts.append(try loadPlugins(i, config: config, control: control)) }
         let budget = SharedLimit(limit: config.maxConnections)
         let cgiSlots = SharedLimit(limit: config.cgiMax)
         var workers: [Worker] = []
@@ -151,7 +181,7 @@ final class Server {
             })
         }
 
-        let signalHandler = SignalHandler(fd: signalFD) { [logger] signal in
+        let signalHandler = SignalHandler(fd: signalFD) { [logger, unowned control] signal in
             switch signal {
             case SIGTERM, SIGINT:
                 logger.notice("signal \(signal): shutting down gracefully")
@@ -163,8 +193,11 @@ final class Server {
             case SIGHUP:
                 notifier.reloading()
                 for host in self.pluginHosts { host.reload() }
-                if self.reread != nil { self.reloadConfiguration(workers: workers, control: control) }
-                if let settings = self.tlsSettings { self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers) }
+                if self.reread != nil {
+                    self.reloadConfiguration(workers: workers, control: control, kernelTLS: tls?.kernelTLS ?? false)
+                } else if let settings = self.tlsSettings {
+                    self.reloadTLS(settings, kernelTLS: tls?.kernelTLS ?? false, workers: workers)
+                }
                 notifier.notify("READY=1")
             default: break
             }
@@ -182,6 +215,10 @@ final class Server {
         drops.tick(now: Sys.monotonicMillis(), logger: logger, force: true)
         for socket in listeners where socket.shared { Sys.close(socket.fd) }
         for host in pluginHosts { host.unloadAllAtExit() }
+        // The control loop's signal handler refers to this server, which holds the plugin hosts
+        // and through them the loop: let go, so the loop and the handler are freed.
+        pluginHosts.removeAll()
+        self.accessLogWriter = nil
         logger.info("stopped")
     }
 
@@ -194,51 +231,80 @@ final class Server {
         }
     }
 
-    /// SIGHUP with `--config`: the file is read again; when it is good, new connections get its
-    /// sites (new plugins folders loaded first) and its certificates. A broken file is logged
-    /// and changes nothing. What is bound at start (address, ports, workers) and the limits stay
-    /// as they were until a restart.
-    private func reloadConfiguration(workers: [Worker], control: EventLoop) {
+    /// Top-level keys a reload applies: to new connections (the sites, certificates, PROXY
+    /// header, trusted proxies) and new requests (limits, timeouts, Host checks). Any other key
+    /// that changed is logged as taking effect at the next restart: what was bound or started
+    /// with the server (listeners, workers, the log writer and format, metrics, the connection
+    /// and CGI budgets, HSTS, the callback watch, the plugin settings of loaded folders).
+    static let reloadableKeys: Set<String> = [
+        "root", "plugins", "autoindex", "cgi-dir", "cgi-script", "cgi-env", "no-cgi", "cgi-timeout",
+        "tls-cert", "tls-key", "tls-cert-for", "trusted-proxy", "proxy-protocol", "strict-host", "redirect-https",
+        "max-request-line", "max-header-bytes", "max-headers", "max-body", "max-requests-per-connection",
+        "header-timeout", "keepalive-timeout", "send-timeout", "body-timeout", "shutdown-grace", "dynamic-io",
+    ]
+
+    /// SIGHUP with `--config`: the file is read again, and applied only if all of it holds —
+    /// the sites (document roots, their log files), the certificates, the plugins of folders
+    /// named for the first time. Then new connections get the new sites and certificates and
+    /// every worker the new settings. A broken file, a certificate that does not load or (with
+    /// strict-plugins) a plugin that does not load is logged and changes nothing.
+    private func reloadConfiguration(workers: [Worker], control: EventLoop, kernelTLS: Bool) {
         guard let reread else { return }
         let next: Config
         let table: SiteTable
+        var contexts: TLSContexts?
+        var newHosts: [PluginHost] = []
+        let saved = sites.state
         do {
             next = try reread()
-            if next.tls == nil && tlsSettings != nil || next.tls != nil && tlsSettings == nil {
-                throw ConfigError("turning HTTPS on or off needs a restart")
-            }
+            if (next.tls == nil) != (tlsSettings == nil) { throw ConfigError("turning HTTPS on or off needs a restart") }
             if accessLogWriter == nil && next.servers.contains(where: { $0.accessLog != nil }) {
                 throw ConfigError("an access-log needs a restart when the server started with none")
             }
             table = try sites.build(next, logs: accessLogWriter)
+            if let settings = SiteBuilder.tlsSettings(next) {
+                do {
+                    contexts = try TLSContexts(settings, kernelTLS: kernelTLS)
+                } catch {
+                    throw ConfigError("TLS: \(error)")
+                }
+            }
+            // Folders named for the first time, loaded last: nothing else can fail after them.
+            for index in pluginHosts.count..<sites.pluginFolders.count {
+                do {
+                    newHosts.append(try loadPlugins(index, config: next, control: control))
+                } catch {
+                    for host in newHosts { host.attach([]); host.unloadAllAtExit() }
+                    throw ConfigError("plugins \(sites.pluginFolders[index].path): \(error)")
+                }
+            }
         } catch {
+            sites.state = saved
             logger.error("SIGHUP: configuration not reloaded, the previous one stays: \(error)")
             return
         }
-        let fixed: [(String, Bool)] = [
-            ("address", next.address != current.address), ("port", next.port != current.port), ("workers", next.workers != current.workers),
-            ("tls-port", next.tls?.port != current.tls?.port), ("no-http", next.plainHTTP != current.plainHTTP),
-        ]
-        for (key, changed) in fixed where changed { logger.warning("SIGHUP: '\(key)' changed; it takes effect at restart") }
+        let changed = Set(next.fileKeys.keys).union(current.fileKeys.keys).filter { next.fileKeys[$0] != current.fileKeys[$0] }
+        for key in changed.sorted() where !Server.reloadableKeys.contains(key) {
+            logger.warning("SIGHUP: '\(key)' changed; it takes effect at the next restart")
+        }
         current = next
-        // Folders named for the first time: loaded here, installed before any site points at them.
-        while pluginHosts.count < sites.pluginFolders.count {
-            let index = pluginHosts.count
-            let host: PluginHost
-            do {
-                host = try loadPlugins(index, control: control)
-            } catch {
-                logger.error("SIGHUP: plugins \(sites.pluginFolders[index].path): \(error); serving that folder with no plugins")
-                host = PluginHost(index: index, control: control, loader: nil, table: RouteTable(plugins: []), logger: logger)
-            }
+        tlsSettings = SiteBuilder.tlsSettings(next)
+        for host in newHosts {
             pluginHosts.append(host)
             host.attach(workers)
-            for worker in workers { worker.loop.post { worker.addPluginHost(host) } }
         }
-        for worker in workers { worker.loop.post { worker.installSites(table) } }
-        tlsSettings = SiteBuilder.tlsSettings(next)
+        // Posted in this order to every loop: the plugin tables before the sites that name them.
+        let added = newHosts, certificates = contexts
+        for worker in workers {
+            worker.loop.post {
+                for host in added { worker.addPluginHost(host) }
+                worker.installSettings(next)
+                worker.installSites(table)
+                if let certificates { worker.installTLS(certificates) }
+            }
+        }
         logSites(table)
-        logger.notice("SIGHUP: configuration reloaded from \(next.configFile ?? "?")")
+        logger.notice("SIGHUP: configuration reloaded from \(next.configFile ?? "?")\(contexts != nil ? " (certificates too)" : "")")
     }
 
     /// A socket systemd passes for the HTTPS listener is named "https" (`FileDescriptorName=`).

@@ -9,10 +9,16 @@ final class SiteBuilder {
     /// Real path of each document root → its open-file cache in every worker.
     private var rootIDs: [String: Int] = [:]
     /// Plugins folders by route-table index, with the document root their plugins are told.
-    private(set) var pluginFolders: [(path: String, root: String)] = []
+    private(set) var pluginFolders: [(path: String, root: String, line: Int?)] = []
 
     /// The sites of `config`; errors name the file and the line of the server block. A failed
     /// build hands out no ids.
+    /// What a failed reload puts back.
+    var state: (rootIDs: [String: Int], pluginFolders: [(path: String, root: String, line: Int?)]) {
+        get { (rootIDs, pluginFolders) }
+        set { (rootIDs, pluginFolders) = newValue }
+    }
+
     /// `logs`: the access-log writer, which opens a block's own `access-log` (nil for --check:
     /// no file is opened).
     func build(_ config: Config, logs: AccessLogWriter? = nil) throws(ConfigError) -> SiteTable {
@@ -29,7 +35,7 @@ final class SiteBuilder {
         // The top-level destination (`access-log`, else standard error) is the writer's first file.
         let mainLog: Int? = config.mainAccessLogEnabled && logs != nil ? 0 : nil
         if config.servers.isEmpty {
-            let site = try makeSite(names: [], root: config.root, plugins: config.pluginsDirectory, cgi: config.cgi,
+            let site = try makeSite(names: [], root: config.root, plugins: config.pluginsDirectory, pluginsLine: config.keyLines["plugins"], cgi: config.cgi,
                                     autoindex: config.autoindex, accessLog: mainLog, paths: [], at: nil)
             return SiteTable(sites: [site], fallback: site)
         }
@@ -63,7 +69,8 @@ final class SiteBuilder {
                     throw ConfigError("\(file):\(block.line(of: "access-log")): access log \(path): \(error)")
                 }
             }
-            let site = try makeSite(names: block.names, root: root, plugins: block.plugins ?? config.pluginsDirectory, cgi: cgi,
+            let site = try makeSite(names: block.names, root: root, plugins: block.plugins ?? config.pluginsDirectory,
+                                    pluginsLine: block.plugins != nil ? block.line(of: "plugins") : config.keyLines["plugins"], cgi: cgi,
                                     autoindex: block.autoindex ?? config.autoindex, accessLog: accessLog, paths: paths,
                                     at: (file, block.line(of: block.root != nil ? "root" : "plugins")))
             sites.append(site)
@@ -73,7 +80,8 @@ final class SiteBuilder {
         return SiteTable(sites: sites, fallback: fallback ?? sites[0])
     }
 
-    private func makeSite(names: [String], root: String, plugins: String?, cgi: CGISettings?, autoindex: Bool,
+    /// `pluginsLine`: where the plugins folder was named, for --check's messages.
+    private func makeSite(names: [String], root: String, plugins: String?, pluginsLine: Int? = nil, cgi: CGISettings?, autoindex: Bool,
                           accessLog: Int?, paths: [PathRule], at place: (String, Int)?) throws(ConfigError) -> Site {
         let where_ = place.map { "\($0.0):\($0.1): " } ?? ""
         let documentRoot: DocumentRoot
@@ -94,7 +102,7 @@ final class SiteBuilder {
             if let i = pluginFolders.firstIndex(where: { $0.path == key }) {
                 table = i
             } else {
-                pluginFolders.append((key, documentRoot.realPath))
+                pluginFolders.append((key, documentRoot.realPath, pluginsLine))
                 table = pluginFolders.count - 1
             }
         }

@@ -65,6 +65,8 @@ final class PathRule: Sendable {
     let fields: [UInt8]
     /// Overrides the site's autoindex under the prefix.
     let autoindex: Bool?
+    /// The prefix sets Cache-Control: `--cache-control` rules do not apply under it.
+    let hasCacheControl: Bool
 
     init(prefix: String, headers: [(String, String)], cacheControl: String?, autoindex: Bool?) {
         var p = Array(prefix.utf8)
@@ -79,6 +81,7 @@ final class PathRule: Sendable {
         }
         fields = f
         self.autoindex = autoindex
+        hasCacheControl = cacheControl != nil
     }
 }
 

@@ -13,7 +13,9 @@ import Synchronization
 /// and `isLoopThread`; everything else is used on the worker's own loop thread.
 final class Worker: @unchecked Sendable {
     let index: Int
-    let config: Config
+    /// Replaced by `installSettings` when SIGHUP re-reads the configuration file; read only on
+    /// this worker's loop.
+    private(set) var config: Config
     let loop: EventLoop
     let aio: AIOEngine
     /// One open-file cache per distinct document root (`Site.rootID`), made at first use.
@@ -35,6 +37,8 @@ final class Worker: @unchecked Sendable {
     private(set) var tls: TLSContexts?
     /// "Strict-Transport-Security: max-age=N\r\n" for HTTPS responses (`--hsts`).
     let hstsField: [UInt8]?
+    /// Content-Type by extension, with `--mime-type` applied.
+    let mediaTypes: MediaTypes
     /// Connections whose input sits inside OpenSSL, to be read after this batch of events.
     private var readsDue: [(Connection, UInt32)] = []
     private(set) var date = DateCache()
@@ -112,6 +116,7 @@ final class Worker: @unchecked Sendable {
         tlsFileScratch = .allocate(byteCount: 64 * 1024, alignment: 16)
         self.tls = tls
         hstsField = config.hstsSeconds.map { Array("Strict-Transport-Security: max-age=\($0)\r\n".utf8) }
+        mediaTypes = MediaTypes(overrides: config.headerSettings.mimeTypes)
         liveHandles = HandleTable(capacity: config.maxConnections + 64)
         date.refresh()
 
@@ -170,6 +175,10 @@ final class Worker: @unchecked Sendable {
         pluginHosts.append(host)
         routeTables.append(host.table)
     }
+
+    /// The settings of a reloaded configuration file (the keys `Server.reloadableKeys` names
+    /// take effect; the rest was fixed at start).
+    func installSettings(_ next: Config) { config = next }
 
     /// New connections are served by `table`; open ones keep the sites they started with.
     func installSites(_ table: SiteTable) { sites = table }
@@ -265,7 +274,7 @@ final class Worker: @unchecked Sendable {
             Sys.close(fd)
             return
         }
-        let response = ResponseHead.standalone(.serviceUnavailable, extra: "Retry-After: 1\r\n", date: date)
+        let response = ResponseHead.standalone(.serviceUnavailable, extra: "Retry-After: 1\r\n", fields: config.headerSettings.siteFields, date: date)
         _ = response.withUnsafeBytes { try? Sys.send(fd, $0.baseAddress!, $0.count) }
         Sys.shutdownWrite(fd)
         Sys.close(fd)
