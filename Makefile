@@ -4,7 +4,7 @@ CONFIG       ?= release
 BIN          := .build/$(CONFIG)/aws
 PORT         ?= 8888
 ROOT         ?= www
-APT_PACKAGES := libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd \
+APT_PACKAGES := zlib1g-dev libbrotli-dev libzstd-dev libaio-dev libffi-dev libhttp-parser-dev libssl-dev openssl pkg-config curl wget strace apache2-utils gcc prometheus goaccess haproxy systemd \
                 media-types chromium chromium-driver
 PYTHON       ?= python3
 
@@ -22,6 +22,7 @@ deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 	@$(PYTHON) -c "import pytest" 2>/dev/null || $(PYTHON) -m pip install -q pytest
+	@$(PYTHON) -c "import brotli, zstandard" 2>/dev/null || $(PYTHON) -m pip install -q brotli zstandard
 	@$(PYTHON) -c "import selenium" 2>/dev/null || $(PYTHON) -m pip install -q selenium
 
 build: deps
@@ -88,12 +89,14 @@ TSAN_TESTS ?= Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plug
               Tests/test_plugins_watchdog.py Tests/test_tls.py Tests/test_cgi.py Tests/test_concurrency.py \
               Tests/test_metrics.py Tests/test_access_log.py
 # The subsets `make test` runs (about a minute of tests each): parsing (PROXY headers too), bodies, the plugin ABI
-# and streaming, CGI and files (static and /dynamic/: the AIO engine) under ASan; workers, reloads, the callback watch,
-# the metrics thread reading the workers' counters and the access-log writer under TSan.
+# and streaming, CGI, files (static and /dynamic/: the AIO engine) and compression (zlib, brotli, zstd) under ASan; workers,
+# reloads, the callback watch, the metrics thread reading the workers' counters, the access-log writer and the
+# compression thread under TSan.
 ASAN_SHORT := Tests/test_framing_strict.py Tests/test_http11_bodies.py Tests/test_plugins_abi.py \
-              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py Tests/test_config.py
+              Tests/test_plugins_streaming.py Tests/test_cgi.py Tests/test_files.py Tests/test_proxy.py Tests/test_config.py \
+              Tests/test_compression.py
 TSAN_SHORT := Tests/test_workers.py Tests/test_plugins_reload.py Tests/test_plugins_watchdog.py Tests/test_metrics.py \
-              Tests/test_access_log.py
+              Tests/test_access_log.py Tests/test_compression.py
 test-asan: deps plugins
 	$(SWIFT) build -c release --product aws -Xswiftc -sanitize=address --build-path .build/asan
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(abspath Tests/sanitizers/lsan.supp) \

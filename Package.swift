@@ -19,6 +19,8 @@ let package = Package(
         .systemLibrary(name: "CAIO", path: "Sources/CAIO", providers: [.apt(["libaio-dev"])]),
         .systemLibrary(name: "CHTTPParser", path: "Sources/CHTTPParser", providers: [.apt(["libhttp-parser-dev"])]),
         .systemLibrary(name: "CFFI", path: "Sources/CFFI", pkgConfig: "libffi", providers: [.apt(["libffi-dev"])]),
+        // The three content codings of compressed responses: zlib (gzip), brotli's encoder, zstd.
+        .systemLibrary(name: "CCompress", path: "Sources/CCompress", providers: [.apt(["zlib1g-dev", "libbrotli-dev", "libzstd-dev"])]),
         .systemLibrary(name: "COpenSSL", path: "Sources/COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         // OpenSSL macros and the C callbacks of a handshake (SNI, ALPN, session-ticket keys).
         .target(name: "CTLS", dependencies: ["COpenSSL"], path: "Sources/CTLS"),
@@ -36,7 +38,7 @@ let package = Package(
         .executableTarget(
             name: "Host",
             dependencies: [
-                "AWSParsing", "CAIO", "CHTTPParser", "CFFI", "CLinux", "COpenSSL", "CTLS", "PluginAPI",
+                "AWSParsing", "CAIO", "CCompress", "CHTTPParser", "CFFI", "CLinux", "COpenSSL", "CTLS", "PluginAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),

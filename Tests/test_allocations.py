@@ -65,7 +65,12 @@ PATHS = {
     "dynamic 1 KiB": ("/dynamic/1k.bin", DYNAMIC_MAX_PER_REQUEST),
     "dynamic 64 KiB": ("/dynamic/64k.bin", DYNAMIC_MAX_PER_REQUEST),
     "plugin hello": ("/hello?name=x", PLUGIN_MAX_PER_REQUEST),
+    # Compressed bodies from the worker's cache (compressed on the loop at 8 KiB, on the
+    # compression thread at 64 KiB, both during the warm-up).
+    "static text 8 KiB, br": ("/static/8k.txt", STATIC_MAX_PER_REQUEST),
+    "static text 64 KiB, br": ("/static/64k.txt", STATIC_MAX_PER_REQUEST),
 }
+HEADERS = {name: ["Accept-Encoding: gzip, deflate, br, zstd"] for name in PATHS if name.endswith(", br")}
 
 
 def build_shim(out_dir: str) -> str:
@@ -87,6 +92,9 @@ def make_root() -> str:
         for name, size in (("1k.bin", 1024), ("64k.bin", 64 * 1024)):
             with open(os.path.join(root, kind, name), "wb") as f:
                 f.write(awstest.content(f"alloc/{kind}/{name}", size))
+    for name, size in (("8k.txt", 8 * 1024), ("64k.txt", 64 * 1024)):
+        with open(os.path.join(root, "static", name), "wb") as f:
+            f.write(awstest.content(f"alloc/{name}", size // 4).hex().encode()[:size] * 2)
     return root
 
 
@@ -176,7 +184,7 @@ def test_allocations_per_request(counted, name):
     lines_before = log_lines(srv.access_log)
     try:
         result = allocations.measure(awstest.HOST, srv.port, counter, target, REQUESTS, WARMUP,
-                                     CONNECTIONS, [])
+                                     CONNECTIONS, HEADERS.get(name, []))
     except allocations.MeasureError as e:
         pytest.fail(f"{name} ({target}): {e}\nserver stderr tail:\n{srv.stderr()[-3000:]}",
                     pytrace=False)

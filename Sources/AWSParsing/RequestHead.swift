@@ -3,7 +3,7 @@ import CHTTPParser
 /// The headers a file handler or the connection acts on, classified once when the head is complete.
 public enum KnownHeader: Int, CaseIterable {
     case host, range, ifRange, ifMatch, ifNoneMatch, ifModifiedSince, ifUnmodifiedSince, expect,
-         contentLength, transferEncoding, contentType
+         contentLength, transferEncoding, contentType, acceptEncoding
 
     public var lowercasedName: [UInt8] {
         switch self {
@@ -18,6 +18,7 @@ public enum KnownHeader: Int, CaseIterable {
         case .contentLength: Array("content-length".utf8)
         case .transferEncoding: Array("transfer-encoding".utf8)
         case .contentType: Array("content-type".utf8)
+        case .acceptEncoding: Array("accept-encoding".utf8)
         }
     }
 }

@@ -86,6 +86,12 @@ struct AWSCommand: ParsableCommand {
     @Option(help: "CGI programs running at once in the whole server (503 past it).") var cgiMax = 64
     @Flag(help: "No CGI: /cgi/ is served like any other path.") var noCgi = false
 
+    @Flag(help: "Do not compress text files on the fly; precompressed FILE.br/.zst/.gz variants are still sent.") var noCompress = false
+    @Option(help: ArgumentHelp("gzip level for on-the-fly compression, 1-9.", valueName: "N")) var compressLevelGzip: Int32 = 6
+    @Option(help: ArgumentHelp("Brotli level for on-the-fly compression, 0-11.", valueName: "N")) var compressLevelBr: Int32 = 5
+    @Option(help: ArgumentHelp("zstd level for on-the-fly compression, 1-19.", valueName: "N")) var compressLevelZstd: Int32 = 6
+    @Option(help: ArgumentHelp("Memory for compressed bodies, per worker, in MiB (a file larger than half of it is not compressed on the fly).", valueName: "MIB")) var compressCache = 32
+
     @Option(help: "Longest request line (method, target and version, without CRLF), in bytes (414 past it).") var maxRequestLine = 8 * 1024
     @Option(help: "Most header bytes in a request (431 past it).") var maxHeaderBytes = 32 * 1024
     @Option(help: "Most header fields in a request (431 past it).") var maxHeaders = 100
@@ -112,6 +118,10 @@ struct AWSCommand: ParsableCommand {
         if let metrics, MetricsEndpoint(metrics) == nil {
             throw ValidationError("--metrics wants ADDR:PORT (an IPv4 address, or an IPv6 one in brackets, and a port from 1 to 65535), got \(metrics)")
         }
+        if !(1...9).contains(compressLevelGzip) { throw ValidationError("--compress-level-gzip must be between 1 and 9") }
+        if !(0...11).contains(compressLevelBr) { throw ValidationError("--compress-level-br must be between 0 and 11") }
+        if !(1...19).contains(compressLevelZstd) { throw ValidationError("--compress-level-zstd must be between 1 and 19") }
+        if !(1...65_536).contains(compressCache) { throw ValidationError("--compress-cache must be between 1 and 65536 MiB") }
         if maxBody < 0 { throw ValidationError("--max-body must not be negative") }
         if !(0...86_400_000).contains(pluginSlowMs) { throw ValidationError("--plugin-slow-ms must be between 0 and 86400000") }
         if (tlsCert == nil) != (tlsKey == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -212,6 +222,11 @@ struct AWSCommand: ParsableCommand {
             config.redirectHTTPS = redirectHttps
         }
         config.cgi = noCgi ? nil : cgiSettings()
+        config.compression.enabled = !noCompress
+        config.compression.gzipLevel = compressLevelGzip
+        config.compression.brotliLevel = compressLevelBr
+        config.compression.zstdLevel = compressLevelZstd
+        config.compression.cacheBytes = compressCache * 1024 * 1024
         config.headerSettings = try! headerSettings()  // checked by validate()
         config.maxRequestLine = maxRequestLine
         config.maxHeaderBytes = maxHeaderBytes

@@ -29,7 +29,7 @@ extension Exchange {
             indexPath.setIndex(of: path)
             if let entry = cache.lookup(&indexPath, dynamic: false, root: root, now: worker.loop.now) {
                 respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                                           contentType: entry.contentType, dynamic: false, cached: entry))
+                                           contentType: entry.contentType, dynamic: false, cached: entry), index: true)
                 return
             }
         }
@@ -81,7 +81,7 @@ extension Exchange {
             if index.isRegular {
                 let entry = cache.insert(indexPath.bytes, file: index, dynamic: false, contentType: html, now: worker.loop.now)
                 respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                                           contentType: html, dynamic: false, cached: entry))
+                                           contentType: html, dynamic: false, cached: entry), index: true)
                 return
             }
             file = index
@@ -110,7 +110,19 @@ extension Exchange {
         func done() { if cached == nil { Sys.close(fd) } }
     }
 
-    private func respondWithFile(_ file: FileSource) {
+    /// `index`: the file is the directory's index.html (`indexPath`), not `path`.
+    private func respondWithFile(_ identity: FileSource, index: Bool = false) {
+        var file = identity
+        var coding: ContentCoding?
+        var compressed: CompressedRepresentation?
+        var vary = false
+        if let entry = identity.cached {
+            (vary, coding, compressed, file) = negotiate(identity, entry, index: index)
+        }
+        if let compressed {
+            respondCompressed(compressed, contentType: identity.contentType)
+            return
+        }
         let size = Int(file.info.st_size)
         let validators = file.validators
         let contentType = file.contentType
@@ -122,6 +134,7 @@ extension Exchange {
             file.done()
             beginResponse(.notModified)
             addValidatorHeaders(validators)
+            if vary { addHeader("Vary", ascii: "Accept-Encoding") }
             addFileCacheFields()
             endHead()
             return
@@ -150,6 +163,8 @@ extension Exchange {
 
         beginResponse(status)
         addHeader("Content-Type", contentType)
+        if let coding { addHeader("Content-Encoding", ascii: coding.token) }
+        if vary { addHeader("Vary", ascii: "Accept-Encoding") }
         addHeader("Content-Length", decimal: range.count)
         if status == .partialContent { ResponseHead.contentRange(&pump.out, range, of: size) }
         addHeader("Accept-Ranges", ascii: "bytes")

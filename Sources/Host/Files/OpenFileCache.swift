@@ -18,6 +18,12 @@ final class OpenFileCache {
         fileprivate(set) var info: stat
         fileprivate(set) var validators: Validators
         let contentType: [UInt8]
+        /// Worth compressing on the fly (`CompressionSettings.isCompressible`), judged once.
+        let compressible: Bool
+        /// The precompressed variants beside the file (FILE.br, FILE.zst, FILE.gz, not older
+        /// than it), looked for at the first request and again a second after the last look.
+        var variants = CodingSet()
+        var variantsCheckedAt: Int64 = .min / 2
         /// The bytes of a small static file: sent in the same send as the head, which saves a
         /// syscall per request (sendfile costs more than copying a few KiB).
         fileprivate(set) var contents: [UInt8]?
@@ -38,6 +44,7 @@ final class OpenFileCache {
             self.info = info
             self.validators = Validators(info)
             self.contentType = contentType
+            self.compressible = CompressionSettings.isCompressible(contentType)
             self.checkedAt = now
             self.statAt = now
             loadContents()

@@ -180,11 +180,14 @@ final class MemoryBody: BodyProducer {
     private var base: UnsafeRawPointer?
     private var offset = 0
     private var end = 0
+    /// What keeps `base` alive while it is sent (a shared compressed body), if anything does.
+    private var owner: AnyObject?
 
-    func set(_ base: UnsafeRawPointer, count: Int) {
+    func set(_ base: UnsafeRawPointer, count: Int, owner: AnyObject? = nil) {
         self.base = base
         offset = 0
         end = count
+        self.owner = owner
     }
 
     func produce(_ pump: BodyPump) -> Progress {
@@ -207,5 +210,8 @@ final class MemoryBody: BodyProducer {
         offset = end
     }
 
-    func release() { base = nil }
+    func release() {
+        base = nil
+        owner = nil
+    }
 }

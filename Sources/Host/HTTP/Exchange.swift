@@ -49,6 +49,8 @@ final class Exchange {
     var path = TargetPath()
     /// The index.html of a directory target, looked up in the open-file cache by that name.
     var indexPath = TargetPath()
+    /// A precompressed variant's path (FILE.br ...), looked up in the open-file cache by that name.
+    var variantPath = TargetPath()
     private var pending: [UInt8] = []
     private var pendingStart = 0
     private(set) var headComplete = false

@@ -64,6 +64,7 @@ enum HostAPI {
             return c.pluginScratch(size)
         }
         t.pointee.plugin_name = { ctx in UnsafePointer(PluginContext.from(ctx)?.nameCString) }
+        t.pointee.compress_response = { req in HostAPI.with(req) { $0.pluginCompressResponse() } }
         return t
     }()
 

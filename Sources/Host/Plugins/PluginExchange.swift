@@ -81,6 +81,10 @@ struct PluginExchange {
     var body: [UInt8] = []
     /// The outstanding part went out as a chunk (its CRLF follows it).
     var partIsChunk = false
+    /// compress_response was called: the head says Vary: Accept-Encoding.
+    var varyEncoding = false
+    /// compress_response chose a coding: every memory part goes through it.
+    var compressor: StreamCompressor?
     /// Copies of memory parts handed over without a release callback; reused across requests.
     var copyBuffer: UnsafeMutableRawPointer?
     var copyCapacity = 0
@@ -326,6 +330,7 @@ extension Exchange {
 
     func pluginSetContentLength(_ length: UInt64) -> Int32 {
         guard plugin.response == .open else { return misuse("set_content_length after the head was sent") }
+        if plugin.compressor != nil { return Int32(AWS_E_STATE) }  // the compressed length is unknown
         guard length <= UInt64(Int64.max) else { return Int32(AWS_E_INVALID) }
         plugin.declaredLength = length
         return Int32(AWS_OK)
@@ -351,8 +356,23 @@ extension Exchange {
         if let declared = plugin.declaredLength, plugin.bytesQueued + UInt64(length) > declared {
             return misuse("send_part beyond the declared Content-Length")
         }
+        if plugin.compressor != nil && p.kind != UInt32(AWS_PART_MEMORY) { return Int32(AWS_E_STATE) }
         if isHead || length == 0 || statusForbidsBody {
             acceptPart(p)  // nothing to send; the part is released when the flush reaches it
+            return Int32(AWS_OK)
+        }
+        if let compressor = plugin.compressor, let data = p.data {
+            guard compressor.compress(UnsafeRawBufferPointer(start: data, count: length), last: false) else {
+                return misuse("compressing a part failed")
+            }
+            // The compressor's buffer holds the bytes to send until the next part: the plugin's
+            // own are released once they are out, as for any borrowed part.
+            if compressor.outputCount > 0 {
+                memoryBody.set(UnsafeRawPointer(compressor.output!), count: compressor.outputCount)
+                pump.start(memoryBody)
+            }
+            acceptPart(p)
+            plugin.partLength = compressor.outputCount
             return Int32(AWS_OK)
         }
         switch p.kind {
@@ -391,6 +411,20 @@ extension Exchange {
         }
         acceptPart(p)
         return Int32(AWS_OK)
+    }
+
+    /// compress_response: 1 when the body will be compressed, 0 when it goes out as sent.
+    func pluginCompressResponse() -> Int32 {
+        guard plugin.response == .open else { return misuse("compress_response after the head was sent") }
+        plugin.varyEncoding = true
+        if plugin.compressor != nil { return 1 }
+        let settings = worker.config.compression
+        guard settings.enabled, let accept = request.value(.acceptEncoding),
+              let choice = AcceptEncoding.choose(request.storage[accept], precompressed: CodingSet(), onTheFly: .all),
+              let compressor = StreamCompressor(choice.coding, level: settings.level(choice.coding)) else { return 0 }
+        plugin.compressor = compressor
+        plugin.declaredLength = nil
+        return 1
     }
 
     /// 204 and 304 responses have no body (RFC 9110 §6.4.1): parts are taken and dropped.
@@ -515,6 +549,18 @@ extension Exchange {
             }
             if plugin.response == .finishing && !plugin.part.isOutstanding {
                 plugin.response = .complete
+                if let compressor = plugin.compressor, !isHead && !statusForbidsBody {
+                    // The end of the compressed stream, in a chunk of its own before the last.
+                    guard compressor.compress(UnsafeRawBufferPointer(start: nil, count: 0), last: true) else { return .failed }
+                    if compressor.outputCount > 0 {
+                        if plugin.chunked {
+                            pump.out.append(hex: UInt64(compressor.outputCount))
+                            pump.out.append(ascii: "\r\n")
+                        }
+                        pump.out.append(contentsOf: UnsafeRawBufferPointer(start: compressor.output, count: compressor.outputCount))
+                        if plugin.chunked { pump.out.append(ascii: "\r\n") }
+                    }
+                }
                 if plugin.chunked && !isHead { pump.out.append(ascii: "0\r\n\r\n") }
             }
             switch pump.flushBuffered(more: plugin.part.isOutstanding && pump.hasBody) {
@@ -557,8 +603,18 @@ extension Exchange {
         if noBody { pump.release() }  // queued before the status said so
         // Begun before on_request, which may have been a while ago (a stream's first event).
         ResponseHead.redate(&pump.out, at: pump.headStart, date: worker.date)
+        if plugin.varyEncoding { addHeader("Vary", ascii: "Accept-Encoding") }
+        if let compressor = plugin.compressor, !noBody { addHeader("Content-Encoding", ascii: compressor.coding.token) }
         if !noBody {
-            if let declared = plugin.declaredLength {
+            if plugin.compressor != nil {
+                // Its compressed length is known only at its end.
+                if request.versionMinor >= 1 {
+                    addHeader("Transfer-Encoding", ascii: "chunked")
+                    plugin.chunked = true
+                } else {
+                    closeAfterResponse = true
+                }
+            } else if let declared = plugin.declaredLength {
                 addHeader("Content-Length", decimal: Int(declared))
             } else if finished {
                 addHeader("Content-Length", decimal: Int(plugin.bytesQueued))
@@ -609,6 +665,8 @@ extension Exchange {
         plugin.part = .none
         plugin.chunked = false
         plugin.bytesQueued = 0
+        plugin.varyEncoding = false
+        plugin.compressor = nil
         worker.liveHandles.set(0, slot: slot)
         worker.pluginHosts[plugin.table].release(route.plugin)
     }

@@ -47,6 +47,8 @@ struct Config: Sendable {
 
     /// CGI under /cgi/ (nil: `--no-cgi`); a `[[server]]` may have its own folder or none.
     var cgi: CGISettings? = CGISettings()
+    /// `--no-compress`, `--compress-level-*`, `--compress-cache`: on-the-fly compression.
+    var compression = CompressionSettings()
     /// `--cgi-timeout` and `--cgi-max`, for every site's programs.
     var cgiTimeout: Int64 = 30_000
     var cgiMax = 64

@@ -184,6 +184,9 @@ final class Worker: @unchecked Sendable {
     func installSites(_ table: SiteTable) { sites = table }
 
     /// The open-file cache of the root with this id.
+    /// Compressed bodies of static text files (`--compress`), made at first use.
+    private(set) lazy var compressionCache = CompressionCache(budget: config.compression.cacheBytes)
+
     func fileCache(_ rootID: Int) -> OpenFileCache {
         while fileCaches.count <= rootID { fileCaches.append(OpenFileCache(metrics: metrics)) }
         return fileCaches[rootID]

@@ -97,7 +97,7 @@ extern "C" {
 
 #define AWS_PLUGIN_MAGIC 0x61777331u /* "aws1" */
 #define AWS_PLUGIN_ABI_MAJOR 1
-#define AWS_PLUGIN_ABI_MINOR 2
+#define AWS_PLUGIN_ABI_MINOR 3
 
 /* The name of the one symbol a plugin exports; its type is aws_plugin_entry_fn. */
 #define AWS_PLUGIN_ENTRY_SYMBOL "aws_plugin_entry"
@@ -359,6 +359,21 @@ typedef struct aws_host_api {
 
     /* The plugin's name as the host knows it (the file name without ".so"). */
     const char *(*plugin_name)(aws_plugin_ctx *ctx);
+
+    /* -- since 1.3 (check with AWS_HOST_HAS(host, compress_response)) ---------------------- */
+
+    /* Asks for the response body to be compressed as it streams, before the head is sent.
+     * The host picks br, zstd or gzip by the request's Accept-Encoding (q-values) unless the
+     * server runs with --no-compress. Returns 1 when it will compress: Content-Encoding is
+     * added, any declared length is dropped and set_content_length is refused (AWS_E_STATE)
+     * from now on, so the body goes out chunked (HTTP/1.1) or delimited by the close (1.0);
+     * every MEMORY part is compressed and flushed as it is sent (a stream's events are not held
+     * back), finish ends the compressed stream; FILE parts are refused (AWS_E_STATE: the host
+     * would have to read them on its loop). Returns 0 when it will not (the client accepts no
+     * coding the host has, or compression is off): the body goes out as sent. Either way the
+     * response carries Vary: Accept-Encoding. A 204 or 304 response has no body and no
+     * Content-Encoding. Send text: already-compressed data gains nothing. */
+    int (*compress_response)(aws_request req);
 } aws_host_api;
 
 /* True when the host's table is new enough to have `field`. */
@@ -420,7 +435,8 @@ AWS_STATIC_ASSERT(sizeof(aws_route) == 48, "aws_route layout v1");
 AWS_STATIC_ASSERT(sizeof(aws_plugin_descriptor) == 48, "aws_plugin_descriptor layout v1");
 AWS_STATIC_ASSERT(offsetof(aws_host_api, register_route) == 16, "host table starts after its header");
 AWS_STATIC_ASSERT(offsetof(aws_host_api, request_scratch) == 16 + 16 * 8, "1.0 host table has 16 functions");
-AWS_STATIC_ASSERT(sizeof(aws_host_api) == 16 + 18 * 8, "1.1 host table has 18 functions");
+AWS_STATIC_ASSERT(offsetof(aws_host_api, compress_response) == 16 + 18 * 8, "1.1 host table has 18 functions");
+AWS_STATIC_ASSERT(sizeof(aws_host_api) == 16 + 19 * 8, "1.3 host table has 19 functions");
 #endif
 
 #ifdef __cplusplus
