@@ -21,37 +21,48 @@ final class Connection: EventHandler, Timed {
         case lingering
     }
 
+    // Stored properties are laid out in the order declared: 8-byte ones first, then 4-byte
+    // ones and the address, then the flags, so an idle connection packs into 144 bytes.
+
     /// The worker owns its connections and outlives them (unowned(unsafe): no reference
     /// counting on the hot path).
     unowned(unsafe) let worker: Worker
-    private(set) var fd: Int32 = -1
     /// Every byte in or out goes through the transport (plain TCP or TLS).
     private(set) var transport = Transport()
-    private(set) var generation: UInt32 = 0
-    private(set) var peer = PeerAddress()
     /// The virtual hosts as they were when the connection opened: a reload serves new
     /// connections, and keeps this snapshot (and the sites its requests point at) alive.
     private(set) var sites: SiteTable
-    /// Who the connection serves: the peer, or the client its PROXY header names.
-    private(set) var client = PeerAddress()
-    /// On a `--proxy-protocol` listener, until the PROXY header is read.
-    private(set) var awaitingProxyHeader = false
-    /// The part of a PROXY header that arrived so far (kept across reuse of this object), and
-    /// the bytes of its version 2 TLVs still to skip.
-    private var proxyHeader: [UInt8] = []
-    private var proxySkip = 0
-    private(set) var phase: Phase = .idle
+    /// The PROXY header's state, made for the first connection of a proxy-protocol listener this
+    /// object serves and kept across its reuse there: a side object, so that an idle connection
+    /// without PROXY protocol carries one pointer for it rather than a buffer and an address.
+    private var proxy: ProxyHeaderState?
     private(set) var exchange: Exchange?
     /// Requests answered on this connection, against `--max-requests-per-connection`.
     var requestsServed = 0
-    private var interest: Epoll.Interest = []
-    /// The socket is in the worker's epoll set. A fresh connection is served once before it is
-    /// registered, so a connection that is answered and closed at once never costs an epoll_ctl.
-    private(set) var registered = false
-
     // Timers
     var deadline: Int64 = .max
     var wheelTick: Int64 = -1
+    /// The loop pass of the last read.
+    private var lastReadPass: UInt64 = 0
+
+    private(set) var fd: Int32 = -1
+    private(set) var generation: UInt32 = 0
+    private var interest: Epoll.Interest = []
+    private(set) var peer = PeerAddress()
+
+    private(set) var phase: Phase = .idle
+    /// On a `--proxy-protocol` listener, until the PROXY header is read.
+    private(set) var awaitingProxyHeader = false
+    /// The socket is in the worker's epoll set. A fresh connection is served once before it is
+    /// registered, so a connection that is answered and closed at once never costs an epoll_ctl.
+    private(set) var registered = false
+    /// The last read returned less than it asked for: the socket had nothing more then.
+    private var drainedAtLastRead = false
+    /// TCP_NOTSENT_LOWAT is set (once per connection, for its first big file body).
+    private var unsentLimited = false
+
+    /// Who the connection serves: the peer, or the client its PROXY header names.
+    var client: PeerAddress { proxy?.client ?? peer }
 
     var isOpen: Bool { fd >= 0 }
 
@@ -74,10 +85,13 @@ final class Connection: EventHandler, Timed {
         self.fd = fd
         self.peer = PeerAddress(peer)
         sites = worker.sites
-        client = self.peer
         awaitingProxyHeader = worker.config.proxyProtocol
-        proxyHeader.removeAll(keepingCapacity: true)
-        proxySkip = 0
+        if awaitingProxyHeader {
+            if proxy == nil { proxy = ProxyHeaderState() }
+            proxy!.reset()
+        } else {
+            proxy = nil
+        }
         unsentLimited = false
         drainedAtLastRead = false
         generation &+= 1
@@ -108,12 +122,6 @@ final class Connection: EventHandler, Timed {
 
     /// Closes once the client has had the chance to read what was sent: with unread input on the
     /// socket a plain close would reset the connection and could destroy the response in flight.
-    /// The last read returned less than it asked for: the socket had nothing more then.
-    private var drainedAtLastRead = false
-    /// The loop pass of the last read.
-    private var lastReadPass: UInt64 = 0
-    /// TCP_NOTSENT_LOWAT is set (once per connection, for its first big file body).
-    private var unsentLimited = false
     static let unsentLowWater: Int32 = 64 * 1024
 
     /// Keeps at most `unsentLowWater` bytes queued but unsent in the socket while a big body
@@ -304,33 +312,34 @@ final class Connection: EventHandler, Timed {
     /// peeked and consumed up to its LF, version 2 read to its stated length.
     private func readProxyHeader() -> Bool {
         let buffer = worker.readBuffer
-        if proxyHeader.isEmpty && proxySkip == 0 && !worker.config.trustedProxies.isEmpty
+        let state = proxy!
+        if state.header.isEmpty && state.skip == 0 && !worker.config.trustedProxies.isEmpty
             && !worker.config.isTrustedProxy(peer.ip) {
             return refuseProxy("PROXY protocol connection from a peer not in --trusted-proxy")
         }
-        while proxySkip > 0 {
-            guard let n = receiveRaw(buffer.baseAddress!, min(proxySkip, buffer.count), peek: false) else { return false }
-            proxySkip -= n
-            if proxySkip == 0 { awaitingProxyHeader = false; return true }
+        while state.skip > 0 {
+            guard let n = receiveRaw(buffer.baseAddress!, min(state.skip, buffer.count), peek: false) else { return false }
+            state.skip -= n
+            if state.skip == 0 { awaitingProxyHeader = false; return true }
         }
-        let have = proxyHeader.count
-        if have > 0 { proxyHeader.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: have) } }
+        let have = state.header.count
+        if have > 0 { state.header.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: have) } }
         let room = max(ProxyProtocol.v1MaxLength, ProxyProtocol.v2MaxAddressed) - have
         guard let n = receiveRaw(buffer.baseAddress! + have, room, peek: true) else { return false }
         switch ProxyProtocol.parse(UnsafeRawBufferPointer(rebasing: buffer[0..<(have + n)])) {
         case .invalid(let reason):
             return refuseProxy("malformed PROXY protocol header (\(reason))")
         case .needMore:
-            proxyHeader.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[have..<(have + n)]))
+            state.header.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[have..<(have + n)]))
             _ = receiveRaw(buffer.baseAddress!, n, peek: false)
             return false
         case .complete(let length, let source):
-            if let source { client = PeerAddress(source) }
+            if let source { state.client = PeerAddress(source) }
             let take = min(length - have, n)
             guard take == 0 || receiveRaw(buffer.baseAddress!, take, peek: false) == take else { return false }
-            proxySkip = length - have - take
-            proxyHeader.removeAll(keepingCapacity: true)
-            if proxySkip > 0 { return readProxyHeader() }
+            state.skip = length - have - take
+            state.header.removeAll(keepingCapacity: true)
+            if state.skip > 0 { return readProxyHeader() }
             awaitingProxyHeader = false
             return true
         }
@@ -343,7 +352,11 @@ final class Connection: EventHandler, Timed {
         if n > 0 { return n }
         if n < 0 && (errno == EAGAIN || errno == EINTR) { return nil }
         if n == 0 {
-            if proxyHeader.isEmpty && proxySkip == 0 { close() } else { _ = refuseProxy("connection closed inside its PROXY protocol header") }
+            if let state = proxy, !state.header.isEmpty || state.skip != 0 {
+                _ = refuseProxy("connection closed inside its PROXY protocol header")
+            } else {
+                close()
+            }
         } else {
             close()
         }
@@ -354,5 +367,20 @@ final class Connection: EventHandler, Timed {
         worker.logger.info("\(reason), closing", metadata: ["peer": "\(peerDescription)"])
         close()
         return false
+    }
+}
+
+/// A connection's PROXY protocol header while it is read, and the client it named.
+private final class ProxyHeaderState {
+    /// The part of the header that arrived so far, and the bytes of its version 2 TLVs still to skip.
+    var header: [UInt8] = []
+    var skip = 0
+    /// The client the header named (nil: a LOCAL or UNKNOWN header, or not read yet: the peer).
+    var client: PeerAddress?
+
+    func reset() {
+        header.removeAll(keepingCapacity: true)
+        skip = 0
+        client = nil
     }
 }
