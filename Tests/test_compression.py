@@ -445,3 +445,16 @@ def test_compressed_and_variant_responses_keep_cache_control(make_server, root):
     assert (r304.status, r304.header("cache-control"), r304.header("vary")) == (304, "max-age=60", "Accept-Encoding")
     r = get(srv.port, "/lib.js", extra=ae("gzip"))
     assert (r.header("content-encoding"), r.header("cache-control")) == ("gzip", "max-age=90"), r.headers
+
+
+def test_plugin_compress_response_after_a_part_is_refused(plugin_server):
+    """A part already queued would go out uncompressed under Content-Encoding: the call is a
+    misuse (AWS_E_STATE) and the host answers 500 instead of a corrupt body."""
+    raw = plugin_get(plugin_server, "/compress/late", "gzip")
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 500"), head
+    assert header_of(head, "content-encoding") is None, head
+    assert b"sent before compress_response" not in raw
+    from awstest import wait_for
+    assert wait_for(lambda: "compress_response after send_part: AWS_E_STATE" in plugin_server.stderr(), 5), plugin_server.stderr()[-2000:]
+    assert "misuse: compress_response after send_part" in plugin_server.stderr()

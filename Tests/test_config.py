@@ -428,3 +428,19 @@ def test_check_names_the_line_of_users_logs_certificates_and_plugins(tmp_path, p
         config = write(tmp_path / "c.toml", text)
         p = check(config, "--root", root)
         assert p.returncode != 0 and f"{config}:{line}" in p.stderr and needle in p.stderr, (text, p.stderr)
+
+
+def test_sighup_keeps_the_started_value_of_a_restart_key(make_server, sites):
+    """A key that needs a restart is named at every reload and keeps its first value meanwhile,
+    even when other keys of the same file apply."""
+    config, roots = sites
+    text = open(config).read()
+    write(config, 'header = ["X-Test=one"]\n' + text)
+    srv = make_server(args=["--config", config], root=roots["top"])
+    assert ask(srv.port, "/static/d.txt", "d.test").header("x-test") == "one"
+    write(config, 'header = ["X-Test=two"]\nstrict-host = true\n' + text)
+    srv.signal(signal.SIGHUP)
+    assert awstest.wait_for(lambda: "configuration reloaded" in srv.stderr(), timeout=5), srv.stderr()[-2000:]
+    assert "'header' changed; it takes effect at the next restart" in srv.stderr()
+    assert ask(srv.port, "/static/d.txt", None).status == 400          # strict-host applied
+    assert ask(srv.port, "/static/d.txt", "d.test").header("x-test") == "one"

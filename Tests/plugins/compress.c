@@ -8,6 +8,9 @@
  *   GET /compress/file
  *        asks for compression, then offers a FILE part: X-File-Part is what send_part returned;
  *        the body is then "fallback\n" as a memory part.
+ *   GET /compress/late
+ *        sends a part, then asks for compression: a misuse (the part would go out
+ *        uncompressed under a Content-Encoding head), answered 500 by the host.
  */
 #include <fcntl.h>
 #include <unistd.h>
@@ -46,6 +49,12 @@ static void next_part(job *j) {
 static int on_request(aws_request req, const aws_request_view *view, void *user) {
     (void)user;
     if (!AWS_HOST_HAS(host, compress_response)) return 501;
+    if (str_eq(view->path, "/compress/late")) {
+        aws_part first = mem_part("sent before compress_response\n", 30);
+        host->send_part(req, &first);
+        if (host->compress_response(req) == AWS_E_STATE) plog("compress_response after send_part: AWS_E_STATE");
+        return 0;
+    }
     int compress = host->compress_response(req);
     char value[16];
     snprintf(value, sizeof value, "%d", compress);

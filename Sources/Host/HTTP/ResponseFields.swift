@@ -203,7 +203,8 @@ extension Exchange {
             if let age = rule.maxAge {
                 // For HTTP/1.0 caches, which know no Cache-Control; a 1.1 cache prefers max-age.
                 pump.out.append(ascii: "Expires: ")
-                HTTPDate.append(worker.date.second &+ age, to: &pump.out)
+                // Capped as RFC 9111 §1.2.2 says of delta-seconds, so a huge max-age cannot wrap.
+                HTTPDate.append(worker.date.second + min(age, 2_147_483_648), to: &pump.out)
                 pump.out.append(ascii: "\r\n")
             }
             return

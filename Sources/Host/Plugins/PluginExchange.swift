@@ -416,6 +416,8 @@ extension Exchange {
     /// compress_response: 1 when the body will be compressed, 0 when it goes out as sent.
     func pluginCompressResponse() -> Int32 {
         guard plugin.response == .open else { return misuse("compress_response after the head was sent") }
+        // A part already queued would go out uncompressed under a Content-Encoding head.
+        guard plugin.bytesQueued == 0 && !plugin.part.isOutstanding else { return misuse("compress_response after send_part") }
         plugin.varyEncoding = true
         if plugin.compressor != nil { return 1 }
         let settings = worker.config.compression

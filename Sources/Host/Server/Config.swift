@@ -88,6 +88,45 @@ struct Config: Sendable {
 
     /// Request lines are info-level lines: on with the default level, and always when a file is
     /// named for them (`--access-log FILE --log-level warning` keeps the file, quiets stderr).
+    /// This configuration with what a reload may change taken from `next` (the keys
+    /// `Server.reloadableKeys` names); everything else stays as the server started.
+    func reloaded(from next: Config) -> Config {
+        var c = self
+        c.root = next.root
+        c.pluginsDirectory = next.pluginsDirectory
+        c.configFile = next.configFile
+        c.servers = next.servers
+        c.fileKeys = next.fileKeys
+        c.keyLines = next.keyLines
+        c.autoindex = next.autoindex
+        c.cgi = next.cgi.map { cgi in
+            var settings = cgi
+            settings.maxRunning = cgiMax  // the budget of running programs was made at start
+            return settings
+        }
+        c.cgiTimeout = next.cgiTimeout
+        if var tls = next.tls, let started = self.tls {
+            tls.port = started.port
+            c.tls = tls
+        }
+        c.trustedProxies = next.trustedProxies
+        c.proxyProtocol = next.proxyProtocol
+        c.strictHost = next.strictHost
+        c.redirectHTTPS = next.redirectHTTPS
+        c.dynamicIO = next.dynamicIO
+        c.maxRequestLine = next.maxRequestLine
+        c.maxHeaderBytes = next.maxHeaderBytes
+        c.maxHeaderCount = next.maxHeaderCount
+        c.maxBodyBytes = next.maxBodyBytes
+        c.maxRequestsPerConnection = next.maxRequestsPerConnection
+        c.headerTimeout = next.headerTimeout
+        c.keepAliveTimeout = next.keepAliveTimeout
+        c.sendTimeout = next.sendTimeout
+        c.bodyTimeout = next.bodyTimeout
+        c.shutdownGrace = next.shutdownGrace
+        return c
+    }
+
     var mainAccessLogEnabled: Bool { accessLogPath != nil || logLevel <= .info }
     /// A `[[server]]` block's own `access-log` is written whatever the level.
     var accessLogEnabled: Bool { mainAccessLogEnabled || servers.contains { $0.accessLog != nil } }

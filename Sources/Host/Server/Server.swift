@@ -283,11 +283,16 @@ final class Server {
             logger.error("SIGHUP: configuration not reloaded, the previous one stays: \(error)")
             return
         }
-        let changed = Set(next.fileKeys.keys).union(current.fileKeys.keys).filter { next.fileKeys[$0] != current.fileKeys[$0] }
+        // Against the file the server started with: such a key keeps its first value until a
+        // restart, so it is named at every reload that still differs.
+        let changed = Set(next.fileKeys.keys).union(config.fileKeys.keys).filter { next.fileKeys[$0] != config.fileKeys[$0] }
         for key in changed.sorted() where !Server.reloadableKeys.contains(key) {
             logger.warning("SIGHUP: '\(key)' changed; it takes effect at the next restart")
         }
-        current = next
+        // What the workers get: the reloadable keys of the new file on the settings they
+        // started with (a key logged above as needing a restart keeps its old value).
+        current = current.reloaded(from: next)
+        let settings = current
         tlsSettings = SiteBuilder.tlsSettings(next)
         for host in newHosts {
             pluginHosts.append(host)
@@ -298,7 +303,7 @@ final class Server {
         for worker in workers {
             worker.loop.post {
                 for host in added { worker.addPluginHost(host) }
-                worker.installSettings(next)
+                worker.installSettings(settings)
                 worker.installSites(table)
                 if let certificates { worker.installTLS(certificates) }
             }

@@ -362,7 +362,9 @@ typedef struct aws_host_api {
 
     /* -- since 1.3 (check with AWS_HOST_HAS(host, compress_response)) ---------------------- */
 
-    /* Asks for the response body to be compressed as it streams, before the head is sent.
+    /* Asks for the response body to be compressed as it streams: before the first send_part
+     * (and so before the head is sent); called after a part it is a misuse (AWS_E_STATE, and
+     * the request ends like any misuse), since that part would go out uncompressed.
      * The host picks br, zstd or gzip by the request's Accept-Encoding (q-values) unless the
      * server runs with --no-compress. Returns 1 when it will compress: Content-Encoding is
      * added, any declared length is dropped and set_content_length is refused (AWS_E_STATE)
