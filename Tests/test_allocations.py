@@ -30,6 +30,7 @@ SANITIZER_UNFIT); a sanitizer brings its own allocator, which the preload cannot
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -121,9 +122,10 @@ def counted(request):
             pass
     # With --metrics: the requests are counted and timed, which must not allocate either.
     access_log = os.path.join(work, "access.log")
+    metrics_port = awstest.free_port()
     args = ["--plugins", pu.plugin_folder(plugins), "--log-level", "warning",
             "--access-log", access_log, "--log-format", request.param,
-            "--metrics", f"{awstest.HOST}:{awstest.free_port()}",
+            "--metrics", f"{awstest.HOST}:{metrics_port}",
             # Issue 13's per-request header work: a glob rule with Expires, a prefix rule, a
             # site-wide field (nosniff is on by default).
             "--cache-control", "/static/*.bin=public, max-age=60", "--cache-control", "/dynamic/=no-cache",
@@ -133,8 +135,17 @@ def counted(request):
         srv.loaded = set(plugins)
         srv.access_log = access_log
         srv.log_format = request.param
+        srv.metrics_port = metrics_port
         at_start = allocations.read_counters(counter) if os.path.exists(counter) else None
         yield srv, counter, at_start
+
+
+def dropped_lines(srv) -> int:
+    """aws_access_log_dropped_lines_total from the server's metrics."""
+    raw = awstest.raw_request(srv.metrics_port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", timeout=10)
+    m = re.search(rb"^aws_access_log_dropped_lines_total (\d+)$", raw, re.M)
+    assert m, raw[-2000:]
+    return int(m.group(1))
 
 
 def record(name: str, result: dict) -> None:
@@ -181,16 +192,19 @@ def test_allocations_per_request(counted, name):
     if target.startswith("/hello"):
         pu.example_plugin("hello")   # skips (not written) or fails (not built) like the other tests
         assert "hello" in srv.loaded, "the hello plugin could not be prepared"
-    lines_before = log_lines(srv.access_log)
+    lines_before = log_lines(srv.access_log) + dropped_lines(srv)
     try:
         result = allocations.measure(awstest.HOST, srv.port, counter, target, REQUESTS, WARMUP,
                                      CONNECTIONS, HEADERS.get(name, []))
     except allocations.MeasureError as e:
         pytest.fail(f"{name} ({target}): {e}\nserver stderr tail:\n{srv.stderr()[-3000:]}",
                     pytrace=False)
-    # Every request was logged: the access log really was on the measured path.
-    logged = awstest.wait_for(lambda: log_lines(srv.access_log) - lines_before >= REQUESTS + WARMUP, 5)
-    assert logged, f"{log_lines(srv.access_log) - lines_before} access-log lines for {REQUESTS + WARMUP} requests"
+    # Every request's line was made: the access log really was on the measured path. A line the
+    # writer thread could not take in time (a busy machine) is dropped and counted, by design.
+    def made():
+        return log_lines(srv.access_log) + dropped_lines(srv) - lines_before
+    logged = awstest.wait_for(lambda: made() >= REQUESTS + WARMUP, 5)
+    assert logged, f"{made()} access-log lines written or dropped for {REQUESTS + WARMUP} requests"
     name = f"{name}, access log {srv.log_format}"
     record(name, result)
     line = (f"{name}: {result['per_request']:.4f} allocations per request ({result['allocations']} "
