@@ -185,3 +185,11 @@ def test_unit_files_verify(tmp_path):
                     "ExecReload=/bin/kill -HUP $MAINPID"):
         assert f"\n{setting}\n" in service, setting
     assert "FileDescriptorName=http\n" in (tmp_path / "aws.socket").read_text()
+
+
+def test_the_readme_shows_the_unit_as_it_is():
+    """The README's systemd section quotes contrib/aws.service whole: the two cannot drift."""
+    readme = awstest.read_text(os.path.join(awstest.REPO, "README.md"))
+    section = readme.split("### systemd", 1)[1]
+    quoted = section.split("```ini\n", 1)[1].split("```", 1)[0]
+    assert quoted == awstest.read_text(os.path.join(awstest.REPO, "contrib", "aws.service"))
