@@ -190,8 +190,9 @@ extension Exchange {
     /// served, on its 200, 206 and 304 (RFC 9110 §15.4.5 wants the same caching fields on a 304).
     /// A `[[server.path]]` with its own cache-control wins for its prefix.
     func addFileCacheFields() {
+        // Checked in place first: a copy of the settings retains its arrays, on every file response.
+        guard !worker.config.headerSettings.cacheRules.isEmpty, !(pathRule?.hasCacheControl ?? false) else { return }
         let settings = worker.config.headerSettings
-        guard !settings.cacheRules.isEmpty, !(pathRule?.hasCacheControl ?? false) else { return }
         // A directory target is answered by its index.html: that is the name the rules see.
         let served = (path.trailingSlash || path.bytes.isEmpty) ? indexPath.bytes[...] : path.bytes[...]
         for rule in settings.cacheRules where rule.matches(served) {

@@ -5,7 +5,8 @@ import CHTTPParser
 /// plugins (when one owns the route), then files.
 extension Exchange {
     func respond() {
-        let config = worker.config
+        // Fields read from the worker's configuration in place: a copy of the whole struct (it
+        // holds some twenty strings and arrays) would retain and release each of them per request.
         guard request.versionMajor == 1 else {
             worker.logger.info("unsupported HTTP version", metadata: ["peer": "\(connection.peerDescription)", "version": "\(request.versionMajor).\(request.versionMinor)"])
             respondWithError(.versionNotSupported, close: true)
@@ -21,13 +22,13 @@ extension Exchange {
             respondWithError(refusal, close: true)
             return
         }
-        if request.hostCount > 1 || (config.strictHost && request.versionMinor >= 1 && request.hostCount == 0) {
+        if request.hostCount > 1 || (worker.config.strictHost && request.versionMinor >= 1 && request.hostCount == 0) {
             worker.logger.info("bad Host header", metadata: ["peer": "\(connection.peerDescription)", "count": "\(request.hostCount)"])
             respondWithError(.badRequest, close: true)
             return
         }
         selectSite()
-        if decoder.contentLength != UInt64.max && decoder.contentLength > UInt64(config.maxBodyBytes) {
+        if decoder.contentLength != UInt64.max && decoder.contentLength > UInt64(worker.config.maxBodyBytes) {
             worker.logger.info("request body over the limit", metadata: ["peer": "\(connection.peerDescription)", "length": "\(decoder.contentLength)"])
             respondWithError(.contentTooLarge, close: true)
             return
@@ -43,7 +44,7 @@ extension Exchange {
             respondWithError(.expectationFailed, close: hasBody)
             return
         }
-        if config.redirectHTTPS && !connection.transport.isTLS {
+        if worker.config.redirectHTTPS && !connection.transport.isTLS {
             redirectToHTTPS()
             return
         }
