@@ -39,6 +39,8 @@ public struct RequestHead {
     public private(set) var headers: [Header] = []
     /// Index into `headers` of the last occurrence of each known header, or -1.
     public private(set) var known = [Int](repeating: -1, count: KnownHeader.allCases.count)
+    /// Bit `rawValue` set for each known header present: tested without touching `known`.
+    public private(set) var present: UInt32 = 0
     public private(set) var hostCount = 0
     /// A header name with a character that is not a token character, e.g. "Content-Length :"
     /// (RFC 9112 §5.1: such a request is rejected, never guessed at).
@@ -63,7 +65,10 @@ public struct RequestHead {
     public mutating func reset() {
         storage.removeAll(keepingCapacity: true)
         headers.removeAll(keepingCapacity: true)
-        for i in known.indices { known[i] = -1 }
+        if present != 0 {
+            for i in known.indices { known[i] = -1 }
+            present = 0
+        }
         target = 0..<0
         hostCount = 0
         hasMalformedName = false
@@ -112,6 +117,7 @@ public struct RequestHead {
             if header.name.isEmpty || !storage[header.name].allSatisfy(ASCII.isTokenChar) { hasMalformedName = true }
             guard let k = classify(header.name) else { continue }
             known[k.rawValue] = index
+            present |= 1 << UInt32(k.rawValue)
             if k == .host { hostCount += 1 }
         }
     }
@@ -141,13 +147,21 @@ public struct RequestHead {
     /// The value of a known header with surrounding whitespace trimmed, or nil when absent.
     @inlinable @inline(__always)
     public func value(_ header: KnownHeader) -> Range<Int>? {
+        guard has(header) else { return nil }
         let i = known[header.rawValue]
-        guard i >= 0 else { return nil }
         return trimmed(headers[i].value)
     }
 
     @inlinable @inline(__always)
-    public func has(_ header: KnownHeader) -> Bool { known[header.rawValue] >= 0 }
+    public func has(_ header: KnownHeader) -> Bool { present & (1 << UInt32(header.rawValue)) != 0 }
+
+    /// Any of If-Match, If-None-Match, If-Modified-Since, If-Unmodified-Since (not If-Range,
+    /// which only matters with a Range).
+    @inlinable @inline(__always)
+    public var hasPreconditions: Bool {
+        present & (1 << UInt32(KnownHeader.ifMatch.rawValue) | 1 << UInt32(KnownHeader.ifNoneMatch.rawValue)
+            | 1 << UInt32(KnownHeader.ifModifiedSince.rawValue) | 1 << UInt32(KnownHeader.ifUnmodifiedSince.rawValue)) != 0
+    }
 
     @inlinable @inline(__always)
     public func trimmed(_ span: Range<Int>) -> Range<Int> {

@@ -59,29 +59,48 @@ public struct TargetPath {
         guard t.first == 47 else { return .badRequest }
         path.encoded.removeAll(keepingCapacity: true)
         path.encoded.append(contentsOf: t)
-        path.bytes.removeAll(keepingCapacity: true)
         path.trailingSlash = t.last == 47
-
-        // Decode into `bytes`, then normalize segments in place.
-        var i = t.startIndex
-        while i < t.endIndex {
-            var c = t[i]
-            if c == 37 {
-                guard i + 2 < t.endIndex, let hi = ASCII.hexValue(t[i + 1]), let lo = ASCII.hexValue(t[i + 2]) else { return .badRequest }
-                c = hi << 4 | lo
-                i += 3
-            } else {
-                i += 1
+        // Decoded in place (a %XX takes 3 bytes and gives 1), then normalized in place, through
+        // one buffer pointer: indexing the array byte by byte checks its uniqueness every time.
+        path.bytes.removeAll(keepingCapacity: true)
+        path.bytes.append(contentsOf: t)
+        var failure: HTTPStatus?
+        let length = path.bytes.withUnsafeMutableBufferPointer { p -> Int in
+            var out = 0
+            var i = 0
+            while i < p.count {
+                var c = p[i]
+                if c == 37 {
+                    guard i + 2 < p.count, let hi = ASCII.hexValue(p[i + 1]), let lo = ASCII.hexValue(p[i + 2]) else {
+                        failure = .badRequest
+                        return 0
+                    }
+                    c = hi << 4 | lo
+                    i += 3
+                } else {
+                    i += 1
+                }
+                if c == 0 {
+                    failure = .forbidden
+                    return 0
+                }
+                p[out] = c
+                out += 1
             }
-            if c == 0 { return .forbidden }
-            path.bytes.append(c)
+            guard let normalized = normalize(UnsafeMutableBufferPointer(rebasing: p[..<out])) else {
+                failure = .forbidden
+                return 0
+            }
+            return normalized
         }
-        return normalize(&path.bytes) ? nil : .forbidden
+        path.bytes.removeLast(path.bytes.count - length)
+        return failure
     }
 
-    /// Collapses "//", "/./" and "/../" in an absolute path, leaving it relative (no leading slash).
-    /// False when ".." would climb above the root.
-    private static func normalize(_ p: inout [UInt8]) -> Bool {
+    /// Collapses "//", "/./" and "/../" in an absolute path, leaving it relative (no leading slash):
+    /// the length of the result, written from the start of `p`. Nil when ".." would climb above
+    /// the root.
+    private static func normalize(_ p: UnsafeMutableBufferPointer<UInt8>) -> Int? {
         var out = 0  // write index
         var i = 0
         let n = p.count
@@ -92,7 +111,7 @@ public struct TargetPath {
             let len = i - start
             if len == 0 || (len == 1 && p[start] == 46) { continue }
             if len == 2 && p[start] == 46 && p[start + 1] == 46 {
-                if out == 0 { return false }
+                if out == 0 { return nil }
                 // drop the last written segment
                 var j = out - 1
                 while j > 0 && p[j - 1] != 47 { j -= 1 }
@@ -103,7 +122,6 @@ public struct TargetPath {
             for k in 0..<len { p[out + k] = p[start + k] }
             out += len
         }
-        p.removeLast(n - out)
-        return true
+        return out
     }
 }

@@ -16,7 +16,8 @@ final class CGIBody: BodyProducer {
         case discard
     }
 
-    unowned(unsafe) let exchange: Exchange
+    /// Set once, by the exchange's init (`bind`), which owns the body.
+    unowned(unsafe) private(set) var exchange: Exchange!
     /// Room for a chunk-size line before the data and its CRLF after it, so a chunk leaves in
     /// one send.
     private static let front = 16
@@ -33,7 +34,7 @@ final class CGIBody: BodyProducer {
     /// Waiting for the program (not for the socket).
     private(set) var waitingForOutput = false
 
-    init(exchange: Exchange) { self.exchange = exchange }
+    func bind(to exchange: Exchange) { self.exchange = exchange }
 
     deinit { storage?.deallocate() }
 

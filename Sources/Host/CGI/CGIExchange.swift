@@ -42,7 +42,8 @@ extension Exchange {
     /// Runs the request as CGI when its path is under /cgi/ and CGI is on. Answers 404 / 403 /
     /// 503 itself; false when the request is not for CGI.
     func dispatchToCGI() -> Bool {
-        guard let settings = site.cgi, resolvePath() == nil, path.firstSegmentIs("cgi") else { return false }
+        // The settings last: they are copied (a struct of strings), for CGI requests only.
+        guard resolvePath() == nil, path.firstSegmentIs("cgi"), let settings = site.cgi else { return false }
         let peer = connection.peerDescription
         guard let target = locateProgram(settings) else { return true }
         guard worker.cgiSlots?.take() ?? true else {

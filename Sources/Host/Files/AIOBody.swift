@@ -18,7 +18,8 @@ final class AIOBody: BodyProducer {
     /// Reads kept in flight per transfer: one being sent, one being filled.
     static let depth = 2
 
-    unowned(unsafe) let exchange: Exchange
+    /// Set once, by the exchange's init (`bind`), which owns the body.
+    unowned(unsafe) private(set) var exchange: Exchange!
     /// The worker's engine, looked up once (not through exchange.worker on every step).
     private unowned(unsafe) let engine: AIOEngine
     var region = FileRegion()
@@ -35,11 +36,12 @@ final class AIOBody: BodyProducer {
     /// The rest of the range was handed to `PageCacheWarmer` after this transfer's first miss.
     private var warmed = false
 
-    init(exchange: Exchange) {
-        self.exchange = exchange
-        engine = exchange.worker.aio
+    init(engine: AIOEngine) {
+        self.engine = engine
         slots.reserveCapacity(AIOBody.depth)
     }
+
+    func bind(to exchange: Exchange) { self.exchange = exchange }
 
     /// Call after setting `region`. `withHead`: a small body (one read) that the head waits for,
     /// so that both leave in one send (`holdsHead`), as a small static file does.

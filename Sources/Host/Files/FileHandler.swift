@@ -7,11 +7,12 @@ import Glibc
 /// then hand the body to sendfile (static) or libaio (`/dynamic/`).
 extension Exchange {
     func serveFile() {
+        let worker = self.worker
         if let failure = resolvePath() {
             respondWithError(failure)
             return
         }
-        var dynamic = path.isDynamic
+        let dynamic = path.isDynamic
         let root = site.root
         let cache = worker.fileCache(site.rootID)
         if let entry = cache.lookup(&path, dynamic: dynamic, root: root, now: worker.loop.now) {
@@ -19,8 +20,7 @@ extension Exchange {
                 respondWithError(.notFound)
                 return
             }
-            respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                                       contentType: entry.contentType, dynamic: dynamic, cached: entry))
+            respondWithFile(FileSource(entry: entry))
             return
         }
         let isDirectoryTarget = path.trailingSlash || path.bytes.isEmpty
@@ -28,12 +28,11 @@ extension Exchange {
             // "/dir/" is answered by dir/index.html, cached under that name.
             indexPath.setIndex(of: path)
             if let entry = cache.lookup(&indexPath, dynamic: false, root: root, now: worker.loop.now) {
-                respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                                           contentType: entry.contentType, dynamic: false, cached: entry), index: true)
+                respondWithFile(FileSource(entry: entry), index: true)
                 return
             }
         }
-        var file: DocumentRoot.OpenFile
+        let file: DocumentRoot.OpenFile
         switch root.open(&path) {
         case .failure(.status(let status)):
             if status == .serviceUnavailable { worker.noteOpenShortage() }
@@ -42,16 +41,15 @@ extension Exchange {
         case .success(let opened):
             file = opened
         }
-        var contentType = worker.mediaTypes.type(forPath: path.bytes[...])
         if file.isRegular && path.trailingSlash {
             Sys.close(file.fd)
             respondWithError(.notFound)
             return
         }
         if file.isRegular {
-            let entry = cache.insert(path.bytes, file: file, dynamic: dynamic, contentType: contentType, now: worker.loop.now)
-            respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                                       contentType: contentType, dynamic: dynamic, cached: entry))
+            let contentType = worker.mediaTypes.type(forPath: path.bytes[...])
+            let entry = cache.insert(path.bytes, file: file, dynamic: path.isDynamic, contentType: contentType, now: worker.loop.now)
+            respondWithFile(FileSource(entry: entry))
             return
         }
         if file.isDirectory {
@@ -80,110 +78,103 @@ extension Exchange {
             let html = worker.mediaTypes.type(forPath: indexPath.bytes[...])
             if index.isRegular {
                 let entry = cache.insert(indexPath.bytes, file: index, dynamic: false, contentType: html, now: worker.loop.now)
-                respondWithFile(FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                                           contentType: html, dynamic: false, cached: entry), index: true)
+                respondWithFile(FileSource(entry: entry), index: true)
                 return
             }
-            file = index
-            dynamic = false
-            contentType = html
-        }
-        guard file.isRegular else {
-            Sys.close(file.fd)
+            Sys.close(index.fd)
             respondWithError(.forbidden)
             return
         }
-        respondWithFile(FileSource(fd: file.fd, info: file.info, validators: Validators(file.info),
-                                   contentType: contentType, dynamic: dynamic, cached: nil))
+        // Neither a regular file nor a directory (a FIFO, a socket, a device).
+        Sys.close(file.fd)
+        respondWithError(.forbidden)
     }
 
-    /// An open file to answer from: a cache entry (descriptor borrowed) or one opened for this
-    /// request alone (descriptor owned, closed when the response no longer needs it).
+    /// The file to answer from: an open-file cache entry, whose descriptor the response borrows
+    /// (every file served is in the cache). For a precompressed variant, `original` is the file
+    /// it was made from, whose type it is sent as.
     struct FileSource {
-        var fd: Int32
-        var info: stat
-        var validators: Validators
-        var contentType: [UInt8]
-        var dynamic: Bool
-        var cached: OpenFileCache.Entry?
-
-        func done() { if cached == nil { Sys.close(fd) } }
+        let entry: OpenFileCache.Entry
+        var original: OpenFileCache.Entry? = nil
     }
 
     /// `index`: the file is the directory's index.html (`indexPath`), not `path`.
     private func respondWithFile(_ identity: FileSource, index: Bool = false) {
-        var file = identity
-        var coding: ContentCoding?
-        var compressed: CompressedRepresentation?
-        var vary = false
-        if let entry = identity.cached {
-            (vary, coding, compressed, file) = negotiate(identity, entry, index: index)
+        let negotiated = negotiate(identity, index: index)
+        if let compressed = negotiated.compressed {
+            respondCompressed(compressed, contentType: identity.entry.contentType)
+        } else if let variant = negotiated.variant {
+            respondWithRepresentation(variant, coding: negotiated.coding, vary: negotiated.vary)
+        } else {
+            respondWithRepresentation(identity, coding: nil, vary: negotiated.vary)
         }
-        if let compressed {
-            respondCompressed(compressed, contentType: identity.contentType)
-            return
-        }
-        let size = Int(file.info.st_size)
-        let validators = file.validators
-        let contentType = file.contentType
-        let dynamic = file.dynamic
+    }
 
-        switch Preconditions.evaluate(request, validators) {
-        case .proceed: break
-        case .notModified:
-            file.done()
-            beginResponse(.notModified)
-            addValidatorHeaders(validators)
-            if vary { addHeader("Vary", ascii: "Accept-Encoding") }
-            addFileCacheFields()
-            endHead()
-            return
-        case .failed:
-            file.done()
-            respondWithError(.preconditionFailed)
-            return
+    /// One representation of the file as it is on disk: preconditions, then the range, then the
+    /// head, then the body (from memory, sendfile or libaio).
+    private func respondWithRepresentation(_ file: FileSource, coding: ContentCoding?, vary: Bool) {
+        let entry = file.entry
+        let size = Int(entry.info.st_size)
+        // Tested first: the validators are read (and copied) only for a conditional request.
+        if request.hasPreconditions {
+            switch Preconditions.evaluate(request, entry.validators) {
+            case .proceed: break
+            case .notModified:
+                beginResponse(.notModified)
+                addValidatorHeaders(entry.validators)
+                if vary { addHeader("Vary", ascii: "Accept-Encoding") }
+                addFileCacheFields()
+                endHead()
+                return
+            case .failed:
+                respondWithError(.preconditionFailed)
+                return
+            }
         }
 
         var range = 0..<size
         var status = HTTPStatus.ok
-        switch Preconditions.selectRange(request, size: size, validators: validators) {
-        case .whole: break
-        case .partial(let r):
-            range = r
-            status = .partialContent
-        case .unsatisfiable:
-            file.done()
-            beginResponse(.rangeNotSatisfiable)
-            pump.out.append(ascii: "Content-Range: bytes */")
-            pump.out.append(decimal: size)
-            pump.out.append(ascii: "\r\n")
-            endHead(body: StatusTable.shared.errorPage(.rangeNotSatisfiable), type: "text/html; charset=utf-8")
-            return
+        if request.has(.range) {
+            switch Preconditions.selectRange(request, size: size, validators: entry.validators) {
+            case .whole: break
+            case .partial(let r):
+                range = r
+                status = .partialContent
+            case .unsatisfiable:
+                beginResponse(.rangeNotSatisfiable)
+                pump.out.append(ascii: "Content-Range: bytes */")
+                pump.out.append(decimal: size)
+                pump.out.append(ascii: "\r\n")
+                endHead(body: StatusTable.shared.errorPage(.rangeNotSatisfiable), type: "text/html; charset=utf-8")
+                return
+            }
         }
 
         beginResponse(status)
-        addHeader("Content-Type", contentType)
-        if let coding { addHeader("Content-Encoding", ascii: coding.token) }
-        if vary { addHeader("Vary", ascii: "Accept-Encoding") }
-        addHeader("Content-Length", decimal: range.count)
-        if status == .partialContent { ResponseHead.contentRange(&pump.out, range, of: size) }
-        addHeader("Accept-Ranges", ascii: "bytes")
-        addValidatorHeaders(validators)
+        if status == .ok && coding == nil && !vary && file.original == nil {
+            // The common case: the fields the cache entry rendered, in one copy.
+            pump.out.append(contentsOf: entry.okFields)
+        } else {
+            addHeader("Content-Type", (file.original ?? entry).contentType)
+            if let coding { addHeader("Content-Encoding", ascii: coding.token) }
+            if vary { addHeader("Vary", ascii: "Accept-Encoding") }
+            addHeader("Content-Length", decimal: range.count)
+            if status == .partialContent { ResponseHead.contentRange(&pump.out, range, of: size) }
+            addHeader("Accept-Ranges", ascii: "bytes")
+            addValidatorHeaders(entry.validators)
+        }
         addFileCacheFields()
         endHead()
 
-        if isHead || range.isEmpty {
-            file.done()
-            return
-        }
-        if !dynamic, let contents = file.cached?.contents, contents.count == size {
+        if isHead || range.isEmpty { return }
+        if !entry.dynamic, let contents = entry.contents, contents.count == size {
             pump.out.append(contentsOf: contents[range])
             return
         }
-        if let entry = file.cached { OpenFileCache.retain(entry) }
-        let region = FileRegion(fd: file.fd, ownsFD: file.cached == nil, cacheEntry: file.cached,
+        OpenFileCache.retain(entry)
+        let region = FileRegion(fd: entry.fd, ownsFD: false, cacheEntry: entry,
                                 offset: range.lowerBound, end: range.upperBound)
-        if dynamic {
+        if entry.dynamic {
             aioBody.region = region
             aioBody.prepare(withHead: range.count <= OpenFileCache.smallFileLimit)
             pump.start(aioBody)

@@ -11,27 +11,28 @@ import Glibc
 /// for static files only (never /dynamic/, whose bytes go through libaio) and never for a Range
 /// request: those get the identity representation, whose ranges are real.
 extension Exchange {
-    /// Whether the response varies with Accept-Encoding, and what to send: the precompressed
-    /// variant's source (with its coding), a compressed body, or `identity` as it is.
-    func negotiate(_ identity: FileSource, _ entry: OpenFileCache.Entry, index: Bool)
-        -> (vary: Bool, coding: ContentCoding?, compressed: CompressedRepresentation?, file: FileSource) {
+    /// Whether the response varies with Accept-Encoding, and what to send instead of `identity`
+    /// as it is: a precompressed variant (with its coding) or a compressed body.
+    func negotiate(_ identity: FileSource, index: Bool)
+        -> (vary: Bool, coding: ContentCoding?, compressed: CompressedRepresentation?, variant: FileSource?) {
+        let entry = identity.entry
         refreshVariants(entry, index: index)
-        let settings = worker.config.compression
         let size = Int(entry.info.st_size)
-        let onTheFly = settings.enabled && !identity.dynamic && entry.compressible
-            && size >= CompressionSettings.minimumSize && size <= settings.maximumSize
+        // Read in place: a copy of the settings would be made on every file response.
+        let onTheFly = worker.config.compression.enabled && !entry.dynamic && entry.compressible
+            && size >= CompressionSettings.minimumSize && size <= worker.config.compression.maximumSize
         let vary = onTheFly || !entry.variants.isEmpty
-        guard vary, let accept = request.value(.acceptEncoding) else { return (vary, nil, nil, identity) }
+        guard vary, let accept = request.value(.acceptEncoding) else { return (vary, nil, nil, nil) }
         let ranged = request.method == HTTP_GET && request.has(.range)
         guard let choice = AcceptEncoding.choose(request.storage[accept], precompressed: entry.variants,
                                                  onTheFly: onTheFly && !ranged ? .all : CodingSet()) else {
-            return (vary, nil, nil, identity)
+            return (vary, nil, nil, nil)
         }
         if choice.precompressed {
-            if let variant = openVariant(choice.coding, of: identity, index: index) { return (vary, choice.coding, nil, variant) }
-            return (vary, nil, nil, identity)  // gone since the last look: identity this time
+            if let variant = openVariant(choice.coding, of: entry, index: index) { return (vary, choice.coding, nil, variant) }
+            return (vary, nil, nil, nil)  // gone since the last look: identity this time
         }
-        return (vary, nil, compressedBody(entry, choice.coding), identity)
+        return (vary, nil, compressedBody(entry, choice.coding), nil)
     }
 
     /// A variant counts only when it is at least as new as the file: an older one was made from
@@ -67,7 +68,7 @@ extension Exchange {
 
     /// The variant's open file, through the open-file cache under its own name (its descriptor
     /// and validators are its own); nil when it is gone or older than the file.
-    private func openVariant(_ coding: ContentCoding, of identity: FileSource, index: Bool) -> FileSource? {
+    private func openVariant(_ coding: ContentCoding, of identity: OpenFileCache.Entry, index: Bool) -> FileSource? {
         setVariantPath(coding, index: index)
         let cache = worker.fileCache(site.rootID)
         let now = worker.loop.now
@@ -80,8 +81,7 @@ extension Exchange {
                                  contentType: worker.mediaTypes.type(forPath: variantPath.bytes[...]), now: now)
         }
         guard let entry, Exchange.isCurrent(entry.info, for: identity.info) else { return nil }
-        return FileSource(fd: entry.fd, info: entry.info, validators: entry.validators,
-                          contentType: identity.contentType, dynamic: identity.dynamic, cached: entry)
+        return FileSource(entry: entry, original: identity)
     }
 
     /// The file compressed with `coding`: from the cache, or compressed now when its bytes are in

@@ -27,6 +27,10 @@ final class OpenFileCache {
         /// The bytes of a small static file: sent in the same send as the head, which saves a
         /// syscall per request (sendfile costs more than copying a few KiB).
         fileprivate(set) var contents: [UInt8]?
+        /// The fields of a plain 200 of the whole file, rendered with its metadata: Content-Type,
+        /// Content-Length, Accept-Ranges, ETag and Last-Modified, in the order a response that
+        /// builds them one by one has them.
+        fileprivate(set) var okFields: [UInt8] = []
         fileprivate var checkedAt: Int64
         fileprivate var statAt: Int64
         /// Responses sending from `fd` right now; an evicted entry closes it when this is 0.
@@ -48,6 +52,16 @@ final class OpenFileCache {
             self.checkedAt = now
             self.statAt = now
             loadContents()
+            renderFields()
+        }
+
+        fileprivate func renderFields() {
+            okFields.removeAll(keepingCapacity: true)
+            ResponseHead.field(&okFields, "Content-Type", contentType)
+            ResponseHead.field(&okFields, "Content-Length", decimal: Int(info.st_size))
+            ResponseHead.field(&okFields, "Accept-Ranges", ascii: "bytes")
+            ResponseHead.field(&okFields, "ETag", validators.etag)
+            ResponseHead.field(&okFields, "Last-Modified", validators.lastModified)
         }
 
         /// The O_DIRECT descriptor of this file, or -1 when there is none: for good when the
@@ -76,8 +90,16 @@ final class OpenFileCache {
         }
     }
 
-    private var buffered: [[UInt8]: Entry] = [:]
-    private var dynamic: [[UInt8]: Entry] = [:]
+    /// A path as a dictionary key, hashed as one block of bytes (an array of bytes is hashed
+    /// byte by byte, several times slower on every lookup).
+    struct Key: Hashable {
+        let bytes: [UInt8]
+        func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
+        static func == (a: Key, b: Key) -> Bool { a.bytes == b.bytes }
+    }
+
+    private var buffered: [Key: Entry] = [:]
+    private var dynamic: [Key: Entry] = [:]
     private let capacity: Int
     private let revalidateMillis: Int64 = 1000
     /// Static files up to this size are answered from memory, head and body in one send.
@@ -101,12 +123,13 @@ final class OpenFileCache {
     }
 
     private func find(_ path: inout TargetPath, dynamic wantsDynamic: Bool, root: DocumentRoot, now: Int64) -> Entry? {
-        guard let entry = wantsDynamic ? dynamic[path.bytes] : buffered[path.bytes] else { return nil }
+        let key = Key(bytes: path.bytes)
+        guard let entry = wantsDynamic ? dynamic[key] : buffered[key] else { return nil }
         if now - entry.statAt < statMillis { return entry }
         entry.statAt = now
         var st = stat()
         guard fstat(entry.fd, &st) == 0, st.st_nlink > 0 else {
-            evict(path.bytes, entry)
+            evict(key, entry)
             return nil
         }
         if now - entry.checkedAt >= revalidateMillis {
@@ -115,12 +138,12 @@ final class OpenFileCache {
             case .success(let fresh):
                 Sys.close(fresh.fd)
                 guard fresh.info.st_ino == st.st_ino, fresh.info.st_dev == st.st_dev else {
-                    evict(path.bytes, entry)
+                    evict(key, entry)
                     return nil
                 }
                 entry.checkedAt = now
             case .failure:
-                evict(path.bytes, entry)
+                evict(key, entry)
                 return nil
             }
         }
@@ -129,6 +152,7 @@ final class OpenFileCache {
             entry.info = st
             entry.validators = Validators(st)
             entry.loadContents()
+            entry.renderFields()
         }
         return entry
     }
@@ -137,7 +161,7 @@ final class OpenFileCache {
     func insert(_ path: [UInt8], file: DocumentRoot.OpenFile, dynamic isDynamic: Bool, contentType: [UInt8], now: Int64) -> Entry {
         if buffered.count + dynamic.count >= capacity { evictIdle() }
         let entry = Entry(fd: file.fd, dynamic: isDynamic, info: file.info, contentType: contentType, now: now)
-        if isDynamic { dynamic[path] = entry } else { buffered[path] = entry }
+        if isDynamic { dynamic[Key(bytes: path)] = entry } else { buffered[Key(bytes: path)] = entry }
         return entry
     }
 
@@ -148,7 +172,7 @@ final class OpenFileCache {
         if entry.evicted && entry.users == 0 { entry.close() }
     }
 
-    private func evict(_ key: [UInt8], _ entry: Entry) {
+    private func evict(_ key: Key, _ entry: Entry) {
         if entry.dynamic { dynamic[key] = nil } else { buffered[key] = nil }
         entry.evicted = true
         if entry.users == 0 { entry.close() }

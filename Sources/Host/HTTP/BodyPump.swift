@@ -27,7 +27,8 @@ extension BodyProducer {
 /// small body), then the current producer. It counts bytes, pushes the send deadline out on
 /// every bit of progress, and releases each producer exactly once.
 final class BodyPump {
-    unowned(unsafe) let exchange: Exchange
+    /// Set once, by the exchange's init (`bind`), which owns the pump.
+    unowned(unsafe) private(set) var exchange: Exchange!
     /// Bytes to send before the producer's: the head, chunk framing, small bodies.
     var out: [UInt8] = []
     private(set) var outSent = 0
@@ -37,11 +38,17 @@ final class BodyPump {
     private(set) var producer: BodyProducer?
     /// Bytes written to the socket for the current response (head included), for the log.
     var bytesSent = 0
+    /// Bytes written since the pump was made, never reset: `Exchange.flush` counts a flush's
+    /// progress with it.
+    private(set) var sentTotal = 0
+    /// The connection's socket while the exchange is attached to a plain TCP connection: sends
+    /// go to it directly. Through `exchange.connection.transport` every send would cost a retain
+    /// and a release of each object on the way. -1 over TLS and while detached.
+    var plainSocket: Int32 = -1
 
-    init(exchange: Exchange) {
-        self.exchange = exchange
-        out.reserveCapacity(1024)
-    }
+    init() { out.reserveCapacity(1024) }
+
+    func bind(to exchange: Exchange) { self.exchange = exchange }
 
     var hasBody: Bool { producer != nil }
     var outPending: Bool { outSent < out.count }
@@ -154,7 +161,10 @@ final class BodyPump {
     /// Bytes sent, nil when the socket is full.
     @inline(__always)
     func send(_ bytes: UnsafeRawPointer, _ count: Int, more: Bool = false) throws(SyscallError) -> Int? {
-        guard let n = try exchange.connection.transport.send(bytes, count, more: more) else { return nil }
+        let sent = plainSocket >= 0
+            ? try Sys.send(plainSocket, bytes, count, more: more)
+            : try exchange.connection.transport.send(bytes, count, more: more)
+        guard let n = sent else { return nil }
         progressed(n)
         return n
     }
@@ -162,16 +172,20 @@ final class BodyPump {
     /// sendfile(2) from `offset`, advancing it; bytes sent, nil when the socket is full.
     @inline(__always)
     func sendFile(_ fd: Int32, offset: inout Int, count: Int) throws(SyscallError) -> Int? {
-        guard let n = try exchange.connection.transport.sendFile(fd, offset: &offset, count: count) else { return nil }
+        let sent = plainSocket >= 0
+            ? try Sys.sendfile(to: plainSocket, from: fd, offset: &offset, count: count)
+            : try exchange.connection.transport.sendFile(fd, offset: &offset, count: count)
+        guard let n = sent else { return nil }
         progressed(n)
         return n
     }
 
+    /// The metrics and the send deadline are brought up to date by `Exchange.flush`, once per
+    /// flush from `sentTotal`, not here on every send.
     @inline(__always)
     private func progressed(_ n: Int) {
         bytesSent += n
-        exchange.worker.metrics.bytesSent.add(n)
-        exchange.connection.setDeadline(exchange.worker.config.sendTimeout)
+        sentTotal &+= n
     }
 }
 

@@ -160,6 +160,7 @@ final class Connection: EventHandler, Timed {
     /// The exchange is done and nothing of a next request has arrived: back to idle, buffers
     /// returned to the pool.
     func becomeIdle() {
+        let worker = self.worker
         releaseExchange()
         phase = .idle
         setInterest(.readable)
@@ -189,6 +190,7 @@ final class Connection: EventHandler, Timed {
     }
 
     func setDeadline(_ millis: Int64) {
+        let worker = self.worker
         deadline = worker.loop.now + millis
         worker.wheel.schedule(self)
     }
@@ -219,6 +221,7 @@ final class Connection: EventHandler, Timed {
     /// worker's shared read buffer (the exchange copies only what it must keep).
     func readAvailable() {
         if awaitingProxyHeader && !readProxyHeader() { return }
+        let worker = self.worker
         let buffer = worker.readBuffer
         while isOpen && (exchange?.wantsInput ?? true) {
             let n: Int

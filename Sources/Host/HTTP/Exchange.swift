@@ -67,14 +67,16 @@ final class Exchange {
     private var brokenBy: http_errno?
 
     // Output
-    private(set) lazy var pump = BodyPump(exchange: self)
-    private(set) lazy var sendfileBody = SendfileBody(worker: worker)
-    private(set) lazy var aioBody = AIOBody(exchange: self)
-    private(set) lazy var memoryBody = MemoryBody()
+    // Created with the exchange and bound to it at the end of `init`: `let`s, not lazy vars, so
+    // that the many reads of them per request cost no optional check, retain and release each.
+    let pump = BodyPump()
+    let sendfileBody: SendfileBody
+    let aioBody: AIOBody
+    let memoryBody = MemoryBody()
     var plugin = PluginExchange()
     /// The CGI program serving this request, when one does.
     var cgi = CGIExchange()
-    private(set) lazy var cgiBody = CGIBody(exchange: self)
+    let cgiBody = CGIBody()
     /// The virtual host answering the request, chosen by `respond`; the connection's site table
     /// keeps it alive (unowned: no reference counting per request).
     unowned(unsafe) var site: Site
@@ -101,7 +103,12 @@ final class Exchange {
         self.worker = worker
         self.slot = slot
         site = worker.sites.fallback
+        sendfileBody = SendfileBody(worker: worker)
+        aioBody = AIOBody(engine: worker.aio)
         pending.reserveCapacity(4096)
+        pump.bind(to: self)
+        aioBody.bind(to: self)
+        cgiBody.bind(to: self)
     }
 
     // MARK: life cycle (called by the connection and the worker)
@@ -127,11 +134,13 @@ final class Exchange {
         pendingStart = 0
         pump.release()
         pump.clear()
+        pump.plainSocket = connection.transport.isTLS ? -1 : connection.fd
     }
 
     func detach() {
         isAttached = false
         connection = nil
+        pump.plainSocket = -1
         generation &+= 1
     }
 
@@ -256,6 +265,8 @@ final class Exchange {
 
     /// Feeds bytes to the decoder until a response is ready; returns how many were used.
     private func consume(_ bytes: UnsafeRawBufferPointer) -> Int {
+        guard isAttached, let connection = self.connection else { return 0 }
+        let worker = self.worker
         var used = 0
         while used < bytes.count && isAttached {
             switch phase {
@@ -275,7 +286,8 @@ final class Exchange {
             }
             if messageComplete { beginMessage() }
             let chunk = UnsafeRawBufferPointer(rebasing: bytes[used...])
-            if !headComplete && sniff.count < 64 { sniff.append(contentsOf: chunk.prefix(64 - sniff.count)) }
+            // Rebased: a slice of a raw buffer would be appended byte by byte, not copied.
+            if !headComplete && sniff.count < 64 { sniff.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk.prefix(64 - sniff.count))) }
             switch decoder.decode(chunk, into: &request) {
             case .needMore:
                 used = bytes.count
@@ -472,6 +484,7 @@ final class Exchange {
 
     /// Sends what can be sent, then serves any pipelined requests already received.
     func drive() {
+        guard isAttached, let connection = self.connection else { return }
         while isAttached && connection.isOpen {
             if phase == .responding || phase == .handler {
                 let before = phase
@@ -497,8 +510,15 @@ final class Exchange {
 
     /// Sends head, then body, as far as the socket takes them.
     private func flush() {
+        let worker = self.worker
+        let sentBefore = pump.sentTotal
         let progress = phase != .handler ? pump.run() : cgi.isActive ? cgiFlush() : pluginFlush()
-        guard isAttached && connection.isOpen else { return }
+        let sent = pump.sentTotal &- sentBefore
+        if sent > 0 { worker.metrics.bytesSent.add(sent) }
+        guard isAttached, let connection = self.connection, connection.isOpen else { return }
+        // Progress pushes the send deadline out (a finished response gets the keep-alive one;
+        // a CGI response waiting for its program has the CGI timeout, which cgiFlush set).
+        if sent > 0 && progress != .done && !cgi.isActive { connection.setDeadline(worker.config.sendTimeout) }
         // While a handler's request body is still arriving, keep reading it (unless a CGI
         // program's input is full: backpressure); once it is in, watch only for the peer hanging up.
         let input: Epoll.Interest = phase != .handler ? [] : messageComplete ? .peerClosed : cgi.inputIsFull ? [] : .readable
@@ -526,6 +546,9 @@ final class Exchange {
     }
 
     private func finishResponse() {
+        // Bound once: every read of an unowned(unsafe) property costs a retain and a release.
+        let connection = self.connection!
+        let worker = self.worker
         logAccess()
         pump.release()
         if plugin.route != nil {
@@ -570,9 +593,14 @@ final class Exchange {
     func beginResponse(_ status: HTTPStatus) { beginResponse(code: status.rawValue) }
 
     func beginResponse(code: Int) {
+        let worker = self.worker
         statusCode = code
         pump.reset()
         responseHeadBytes = 0
+        if code == 200 && (worker.hstsField == nil || !connection.transport.isTLS) {
+            pump.out.append(contentsOf: worker.okHeadStart)
+            return
+        }
         ResponseHead.begin(&pump.out, code: code, date: worker.date)
         // RFC 6797 §7.2: only over a secure transport.
         if let hsts = worker.hstsField, connection.transport.isTLS { pump.out.append(contentsOf: hsts) }
@@ -587,6 +615,7 @@ final class Exchange {
 
     /// Ends the head with the Connection header the close decision calls for.
     func endHead() {
+        let worker = self.worker
         willClose = closeAfterResponse || !request.keepAlive || worker.isShuttingDown
             || connection.requestsServed + 1 >= worker.config.maxRequestsPerConnection
         // The site's fields for this path, on responses that are not errors (nginx's add_header).

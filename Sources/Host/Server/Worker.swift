@@ -42,6 +42,11 @@ final class Worker: @unchecked Sendable {
     /// Connections whose input sits inside OpenSSL, to be read after this batch of events.
     private var readsDue: [(Connection, UInt32)] = []
     private(set) var date = DateCache()
+    /// The start of a 200 head: status line, Date, Server and the fields every response carries
+    /// (`HeaderSettings.siteFields`). Rendered when the second or the settings change, so that
+    /// most responses begin with one copy.
+    private(set) var okHeadStart: [UInt8] = []
+    private var okHeadSecond = -1
     private(set) var isShuttingDown = false
 
     /// Plain and TLS listening sockets (one of each at most).
@@ -119,6 +124,7 @@ final class Worker: @unchecked Sendable {
         mediaTypes = MediaTypes(overrides: config.headerSettings.mimeTypes)
         liveHandles = HandleTable(capacity: config.maxConnections + 64)
         date.refresh()
+        renderOKHeadStart()
 
         for socket in sockets {
             let listener = Listener(socket)
@@ -178,7 +184,17 @@ final class Worker: @unchecked Sendable {
 
     /// The settings of a reloaded configuration file (the keys `Server.reloadableKeys` names
     /// take effect; the rest was fixed at start).
-    func installSettings(_ next: Config) { config = next }
+    func installSettings(_ next: Config) {
+        config = next
+        renderOKHeadStart()
+    }
+
+    private func renderOKHeadStart() {
+        okHeadStart.removeAll(keepingCapacity: true)
+        ResponseHead.begin(&okHeadStart, code: 200, date: date)
+        okHeadStart.append(contentsOf: config.headerSettings.siteFields)
+        okHeadSecond = date.second
+    }
 
     /// New connections are served by `table`; open ones keep the sites they started with.
     func installSites(_ table: SiteTable) { sites = table }
@@ -194,6 +210,7 @@ final class Worker: @unchecked Sendable {
 
     private func tick() {
         date.refresh()
+        if date.second != okHeadSecond { renderOKHeadStart() }
         for process in cgiProcesses.values { process.killIfDue(now: loop.now) }
         wheel.advance(to: loop.now)
         if loop.now - lastTrim >= Worker.trimMillis { trimPools() }
