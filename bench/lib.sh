@@ -393,13 +393,13 @@ run_rounds() {   # run_rounds N MEASURE SERVER... — ROUNDS rounds with N worke
 
 # ---------------------------------------------------------------- report
 median() {  # median "V1 V2 ..." METRIC — marks "!" / "~" carried over; "-" if none is a number
-  # (one decimal for mib, two for alloc, none for the others)
+  # (one decimal for mib, two for alloc and us, none for the others)
   awk -v m="$2" '{ n = 0; bad = ""; low = ""
       for (i = 1; i <= NF; i++) { v = $i; if (v ~ /!/) bad = "!"; if (v ~ /~/) low = "~"; gsub(/[!~%]/, "", v)
         if (v ~ /^[0-9.]+$/) { x = v + 0; for (j = n; j > 0 && a[j] > x; j--) a[j + 1] = a[j]; a[j + 1] = x; n++ } }
       if (n == 0) { print "-"; exit }
       med = (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
-      printf (m == "mib" ? "%.1f" : m == "alloc" ? "%.2f" : "%.0f") "%s%s\n", med, bad, low }
+      printf (m == "mib" ? "%.1f" : (m == "alloc" || m == "us") ? "%.2f" : "%.0f") "%s%s\n", med, bad, low }
     END { if (NR == 0) print "-" }' <<<"$1"
 }
 ratio() {   # ratio A B — the marks "!", "~" and "*" on either figure carry over to the ratio

@@ -37,6 +37,11 @@ IDLE_CONNS=${BENCH_IDLE_CONNECTIONS:-10000}
 IDLE_SETTLE=${BENCH_IDLE_SETTLE:-2}
 ALLOC=${BENCH_ALLOC:-1}
 ALLOC_REQUESTS=${BENCH_ALLOC_REQUESTS:-20000}
+# TCP_DEFER_ACCEPT on every listener (1, the default), or only where the server sets it itself (0).
+# h2o always sets it (it has no setting for it); so that every server accepts connections the
+# same way, nginx (`listen ... deferred`), lighttpd (`server.defer-accept`) and aws
+# (`--defer-accept`) get it too.
+DEFER=${BENCH_DEFER_ACCEPT:-1}
 ALLOC_SHIM_SRC="$REPO/Tests/alloc/malloc_count.c"
 ALLOC_CLIENT="$HERE/allocations.py"
 
@@ -44,6 +49,7 @@ ALLOC_CLIENT="$HERE/allocations.py"
 [[ $IDLE_SETTLE =~ ^[0-9]+([.][0-9]+)?$ ]] || die "BENCH_IDLE_SETTLE must be a number of seconds"
 [[ $MANY =~ ^[0-9]+$ && $MANY -le 30000 ]] || die "BENCH_MANY_CONNECTIONS must be 0 to 30000 (0: no many-connections rows)"
 [[ $ALLOC = 0 || $ALLOC = 1 ]] || die "BENCH_ALLOC must be 0 or 1"
+[[ $DEFER = 0 || $DEFER = 1 ]] || die "BENCH_DEFER_ACCEPT must be 0 or 1"
 [[ $ALLOC_REQUESTS =~ ^[0-9]+$ && $ALLOC_REQUESTS -ge 100 ]] || die "BENCH_ALLOC_REQUESTS must be at least 100"
 # Worker counts, ascending, without repeats; "none" measures only the idle-memory row.
 if [[ $WORKER_COUNTS != none ]]; then parse_worker_counts " (or set BENCH_WORKERS=none)"; fi
@@ -90,9 +96,11 @@ init_pinning
 if [[ $SKIP_AWS != 1 ]]; then find_aws_bin; fi
 # --workers is passed only to a binary whose --help mentions it; an older binary runs one
 # thread whatever the worker count, and its figures at N > 1 are marked '*'.
-AWS_HAS_WORKERS=0; AWS_MAXCONN=""
+AWS_HAS_WORKERS=0; AWS_MAXCONN=""; AWS_HAS_DEFER=0
 if [[ $SKIP_AWS != 1 ]]; then
   aws_help=$("$AWS_BIN" --help 2>&1 || true)
+  if [[ $aws_help == *--defer-accept* ]]; then AWS_HAS_DEFER=1
+  elif (( DEFER )); then warn "$AWS_BIN --help does not mention --defer-accept: aws accepts without TCP_DEFER_ACCEPT"; fi
   if [[ $aws_help == *--workers* ]]; then AWS_HAS_WORKERS=1
   elif (( ${#COUNTS[@]} > 1 || ${COUNTS[0]:-1} > 1 )); then
     warn "$AWS_BIN --help does not mention --workers: aws runs a single thread at every worker count (marked '*')"
@@ -188,7 +196,7 @@ write_nginx() {   # write_nginx PORT [aio] — aio: nginx-aio, /dynamic/ read wi
   else NGINX_NAME=nginx; fi
   write_nginx_conf warn "$conns" "$main" <<EOF2
     server {
-        listen $ADDR:$p;
+        listen $ADDR:$p$( (( DEFER )) && echo " deferred" || true);
         server_name localhost;
         root $DOC;
         # The plugin workload's peer: a constant response from the server itself.
@@ -225,6 +233,7 @@ server.max-fds = $fds
 server.max-connections = $conns
 index-file.names = ( "index.html" )
 mimetype.assign = ( "" => "application/octet-stream" )
+server.defer-accept = $DEFER
 EOF2
   lighttpd -tt -f "$d/lighttpd.conf" >"$d/test.log" 2>&1 \
     || { cat "$d/test.log" >&2; die "generated lighttpd config is invalid"; }
@@ -265,6 +274,7 @@ write_aws() {   # write_aws PORT [direct] — direct: aws-direct, --dynamic-io d
   CMD=("$AWS_BIN" --root "$DOC" --port "$p" --address "$ADDR" --log-level warning)
   if (( AWS_HAS_WORKERS )); then CMD+=(--workers "$CFG_WORKERS"); fi
   if [[ $direct = direct ]]; then CMD+=(--dynamic-io direct); fi
+  if (( DEFER && AWS_HAS_DEFER )); then CMD+=(--defer-accept); fi
   if (( CFG_IDLE )); then
     CMD+=(--max-connections "$IDLE_MAXCONN" --keepalive-timeout 60)
   else
@@ -321,6 +331,20 @@ check_server() {   # status and length of every benchmark file, once
 declare -A VALS=() RESULT=()
 declare -a DETAILS=() ALLOC_DETAILS=()
 
+CLK_TCK=$(getconf CLK_TCK)
+server_ticks() {   # CPU ticks (user + system) of every process in the server's session
+  local pids
+  pids=$(ps -o pid= -s "${PID[$1]}" 2>/dev/null | tr -d ' ' | sed 's|.*|/proc/&/stat|' || true)
+  [[ -n $pids ]] || { echo 0; return; }
+  # shellcheck disable=SC2086
+  cat $pids 2>/dev/null | awk '{ sub(/^.*\) /, ""); s += $12 + $13 } END { print s + 0 }'
+}
+# Server CPU per request (microseconds) of the req/s runs, beside their figures: what each
+# request cost the server, which the req/s figure hides when the load generator is the
+# bottleneck (with 1 worker, wrk's one thread on its own CPU serves ~as many requests a second
+# as the fastest servers).
+declare -A CPUV=()
+
 record() { # record SERVER KEY VALUE
   VALS[$1|$2]="${VALS[$1|$2]:-} $3"
   local r=""; if (( ROUNDS > 1 )); then r="r$ROUND"; fi
@@ -336,8 +360,11 @@ run_wrk() {   # run_wrk SERVER KEY URL CONNS METRIC(rps|mib) [HEADER]
     timeout --foreground $(( WARMUP_SECONDS + 30 )) \
       "${CLI_PIN[@]}" wrk -t"$threads" -c"$conns" -d"${WARMUP_SECONDS}s" "${extra[@]}" "$url" >/dev/null 2>&1 || true
   fi
+  local c0 c1
+  c0=$(server_ticks "$name")
   out=$(timeout --foreground $(( SECONDS_PER_RUN + 30 )) \
     "${CLI_PIN[@]}" wrk -t"$threads" -c"$conns" -d"${SECONDS_PER_RUN}s" "${extra[@]}" "$url" 2>&1) || true
+  c1=$(server_ticks "$name")
   printf '%s\n' "--- $name $key round $ROUND: ${CLI_PIN[*]:+${CLI_PIN[*]} }wrk -t$threads -c$conns -d${SECONDS_PER_RUN}s ${hdr:+-H '$hdr' }$url" "$out" >>"$T/wrk.log"
   line=$(grep '^BENCH ' <<<"$out" || true)
   if [[ -z $line ]]; then
@@ -349,6 +376,11 @@ run_wrk() {   # run_wrk SERVER KEY URL CONNS METRIC(rps|mib) [HEADER]
         t = v["duration_us"] / 1e6; if (t <= 0) { print "-"; exit }
         if (m == "mib") printf "%.1f", v["bytes"] / t / 1048576; else printf "%d", v["requests"] / t + 0.5 }' <<<"$line")
     if [[ -n $errs ]]; then note "$name" "$key" "$errs"; v+="!"; fi
+    if [[ $metric = rps ]]; then
+      CPUV[$name|$key]="${CPUV[$name|$key]:-} $(awk -v a="$c0" -v b="$c1" -v hz="$CLK_TCK" -v l="$line" 'BEGIN {
+          n = split(l, f, " "); for (i = 2; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
+          if (v["requests"] <= 0 || b <= a) print "-"; else printf "%.2f", (b - a) / hz * 1e6 / v["requests"] }')"
+    fi
   fi
   record "$name" "$key" "$v"
 }
@@ -650,7 +682,7 @@ best_peer() {   # best_peer KEY METRIC — BEST, BESTV: the best peer of the row
   for s in "${PEERS_SEEN[@]}"; do
     v=${RESULT[$s|$key]:--}; [[ $v = - ]] && continue
     if [[ -z $BEST ]] || awk -v a="$v" -v b="$BESTV" -v m="$metric" \
-         'BEGIN { exit !((m == "bytes" || m == "alloc") ? (a + 0 < b + 0) : (a + 0 > b + 0)) }'; then BEST=$s; BESTV=$v; fi
+         'BEGIN { exit !((m == "bytes" || m == "alloc" || m == "us") ? (a + 0 < b + 0) : (a + 0 > b + 0)) }'; then BEST=$s; BESTV=$v; fi
   done
 }
 rat() {         # rat METRIC A B — ratio A/B; for allocations a B of 0 gives "inf" (1.00 when A is 0 too)
@@ -687,6 +719,29 @@ for key in "${ROW_KEYS[@]}"; do
 done
 MAIN_HEADER=("${header[@]}"); MAIN_ROWS=("${rows[@]}")
 
+# Server CPU per request of the req/s rows (medians of the rounds, like the figures).
+CPU_HEADER=(); CPU_ROWS=()
+if (( has_aws )); then
+  CPU_HEADER=("workload" "workers" "${COLS[@]}")
+  for p in "${PEERS_SEEN[@]}"; do CPU_HEADER+=("aws/$p"); done
+  if (( show_best )); then CPU_HEADER+=("aws/best peer"); fi
+  for key in "${ROW_KEYS[@]}"; do
+    [[ ${ROW_METRIC[$key]} = rps ]] || continue
+    row=("${ROW_LABEL[$key]% (req/s)}" "${key##*@}"); any=0
+    for s in "${COLS[@]}"; do
+      RESULT[$s|cpu-$key]=$(median "${CPUV[$s|$key]:-}" us)
+      [[ ${RESULT[$s|cpu-$key]} = - ]] || any=1
+      row+=("${RESULT[$s|cpu-$key]}")
+    done
+    (( any )) || continue
+    for p in "${PEERS_SEEN[@]}"; do row+=("$(ratio "${RESULT[aws|cpu-$key]}" "${RESULT[$p|cpu-$key]}")"); done
+    best_peer "cpu-$key" us
+    if (( show_best )); then row+=("$(vs_best us "${RESULT[aws|cpu-$key]}")"); fi
+    CPU_ROWS+=("$(IFS=$'\t'; echo "${row[*]}")")
+  done
+  CPU_TITLE="server CPU per request, microseconds (user + system time of the server's processes during the req/s runs above, over their requests; lower is better, aws/peer < 1 means aws spends less):"
+fi
+
 # aws's /dynamic/ figure over its own /static/ one, per workload and worker count (issue 11's
 # goal: 0.9 or more), and the same for aws-direct.
 DS_HEADER=(); DS_ROWS=()
@@ -719,6 +774,8 @@ runs=""
 if (( ${#COUNTS[@]} )); then
   runs="${SECONDS_PER_RUN}s per wrk run after a ${WARMUP_SECONDS}s warm-up, -c$CONNECTIONS"
   if (( MANY > 0 )); then runs+=" (-c$MANY for the $MANY-connection rows)"; fi
+  if (( DEFER )); then runs+="; TCP_DEFER_ACCEPT on every server's listener"
+  else runs+="; TCP_DEFER_ACCEPT only on h2o's (its default, it has no setting)"; fi
   runs+="$(rounds_line); "
 fi
 if (( IDLE_CONNS > 0 )); then runs+="idle memory: $IDLE_CONNS connections, 1 worker, RSS after - before, ${IDLE_SETTLE}s idle; "; fi
@@ -763,6 +820,11 @@ if (( ${#DS_ROWS[@]} )); then
   header=("${DS_HEADER[@]}"); rows=("${DS_ROWS[@]}"); print_table
   header=("${MAIN_HEADER[@]}"); rows=("${MAIN_ROWS[@]}")
 fi
+if (( ${#CPU_ROWS[@]} )); then
+  echo; echo "$CPU_TITLE"; echo
+  header=("${CPU_HEADER[@]}"); rows=("${CPU_ROWS[@]}"); print_table
+  header=("${MAIN_HEADER[@]}"); rows=("${MAIN_ROWS[@]}")
+fi
 if (( ${#DETAILS[@]} )); then echo; echo "idle memory:"; printf '  %s\n' "${DETAILS[@]}"; fi
 if (( ${#ALLOC_DETAILS[@]} )); then echo; echo "allocations:"; printf '  %s\n' "${ALLOC_DETAILS[@]}"; fi
 if (( ${#NOTES[@]} )); then echo; echo "errors reported (figures marked '!'):"; printf '  %s\n' "${NOTES[@]}"; fi
@@ -774,6 +836,11 @@ report_sections() {
   if (( ${#DS_ROWS[@]} )); then
     echo; echo "$DS_TITLE"; echo
     header=("${DS_HEADER[@]}"); rows=("${DS_ROWS[@]}"); print_markdown_table
+    header=("${MAIN_HEADER[@]}"); rows=("${MAIN_ROWS[@]}")
+  fi
+  if (( ${#CPU_ROWS[@]} )); then
+    echo; echo "${CPU_TITLE^}"; echo
+    header=("${CPU_HEADER[@]}"); rows=("${CPU_ROWS[@]}"); print_markdown_table
     header=("${MAIN_HEADER[@]}"); rows=("${MAIN_ROWS[@]}")
   fi
   if (( ${#DETAILS[@]} )); then echo; echo "Idle memory:"; echo; printf -- '- %s\n' "${DETAILS[@]}"; fi

@@ -9,10 +9,11 @@ extension Array where Element == UInt8 {
         if value < 0 { append(45); append(decimal: -value); return }
         if value < 10 { append(UInt8(48 + value)); return }
         var digits: (UInt64, UInt64, UInt64) = (0, 0, 0)  // up to 24 digits, no heap
-        var n = value, count = 0
+        var n = value, start = 24
         Swift.withUnsafeMutableBytes(of: &digits) { d in
-            while n > 0 { d[count] = UInt8(48 + n % 10); n /= 10; count += 1 }
-            for i in stride(from: count - 1, through: 0, by: -1) { append(d[i]) }
+            // Written from the end, then appended in one copy (not a capacity check per digit).
+            while n > 0 { start -= 1; d[start] = UInt8(48 + n % 10); n /= 10 }
+            append(contentsOf: UnsafeRawBufferPointer(rebasing: d[start...]))
         }
     }
 
@@ -30,7 +31,7 @@ extension Array where Element == UInt8 {
 }
 
 public enum ASCII {
-    public static func isTokenChar(_ c: UInt8) -> Bool {
+    @inlinable public static func isTokenChar(_ c: UInt8) -> Bool {
         switch c {
         case 48...57, 65...90, 97...122: return true
         case 33, 35, 36, 37, 38, 39, 42, 43, 45, 46, 94, 95, 96, 124, 126: return true  // !#$%&'*+-.^_`|~
@@ -38,10 +39,10 @@ public enum ASCII {
         }
     }
 
-    public static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c | 0x20 : c }
+    @inlinable public static func lower(_ c: UInt8) -> UInt8 { c >= 65 && c <= 90 ? c | 0x20 : c }
     public static func isAlphanumeric(_ c: UInt8) -> Bool { (c >= 48 && c <= 57) || (c >= 65 && c <= 90) || (c >= 97 && c <= 122) }
 
-    public static func hexValue(_ c: UInt8) -> UInt8? {
+    @inlinable public static func hexValue(_ c: UInt8) -> UInt8? {
         switch c {
         case 48...57: c - 48
         case 65...70: c - 55

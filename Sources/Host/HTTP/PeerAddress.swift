@@ -3,7 +3,7 @@ import Glibc
 
 /// A client's address, kept in 28 bytes (a `sockaddr_in6`, which also holds a `sockaddr_in`)
 /// rather than a 128-byte `sockaddr_storage`: it lives in every connection, idle ones included.
-struct PeerAddress {
+struct PeerAddress: Equatable {
     private var address = sockaddr_in6()
 
     init() {}
@@ -35,6 +35,10 @@ struct PeerAddress {
         }
     }
 
+    static func == (a: PeerAddress, b: PeerAddress) -> Bool {
+        withUnsafeBytes(of: a.address) { x in withUnsafeBytes(of: b.address) { y in memcmp(x.baseAddress!, y.baseAddress!, x.count) == 0 } }
+    }
+
     private var isIPv6: Bool { address.sin6_family == sa_family_t(AF_INET6) }
 
     /// The address as `--trusted-proxy` ranges match it (IPv4 as IPv4-mapped).
@@ -62,11 +66,25 @@ struct PeerAddress {
             let sin = raw.load(as: sockaddr_in.self)
             return (UInt32(bigEndian: sin.sin_addr.s_addr), Int(UInt16(bigEndian: sin.sin_port)))
         }
-        out.append(decimal: Int(a >> 24)); out.append(46)
-        out.append(decimal: Int((a >> 16) & 255)); out.append(46)
-        out.append(decimal: Int((a >> 8) & 255)); out.append(46)
-        out.append(decimal: Int(a & 255))
-        if port != 0 { out.append(58); out.append(decimal: port) }
+        // "255.255.255.255:65535" is 21 bytes: rendered on the stack, appended in one copy (a
+        // plugin's request view carries it on every request).
+        var text: (UInt64, UInt64, UInt64) = (0, 0, 0)
+        withUnsafeMutableBytes(of: &text) { t in
+            var n = 0
+            func put(_ value: Int) {
+                if value >= 10000 { t[n] = UInt8(48 + value / 10000); n += 1 }
+                if value >= 1000 { t[n] = UInt8(48 + value / 1000 % 10); n += 1 }
+                if value >= 100 { t[n] = UInt8(48 + value / 100 % 10); n += 1 }
+                if value >= 10 { t[n] = UInt8(48 + value / 10 % 10); n += 1 }
+                t[n] = UInt8(48 + value % 10); n += 1
+            }
+            put(Int(a >> 24)); t[n] = 46; n += 1
+            put(Int((a >> 16) & 255)); t[n] = 46; n += 1
+            put(Int((a >> 8) & 255)); t[n] = 46; n += 1
+            put(Int(a & 255))
+            if port != 0 { t[n] = 58; n += 1; put(port) }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: t[..<n]))
+        }
     }
 
     /// The address alone, IPv6 without brackets (Apache's `%h`), without allocating: the

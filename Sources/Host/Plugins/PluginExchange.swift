@@ -91,6 +91,8 @@ struct PluginExchange {
     // Backing for the request view's strings that are not in the head storage.
     var pathBytes: [UInt8] = []
     var remote: [UInt8] = []
+    /// The address `remote` shows: rendered again only when the client changes.
+    var remoteOf: PeerAddress?
     var viewHeaders: UnsafeMutablePointer<aws_header>?
     var viewHeaderCapacity = 0
 }
@@ -223,8 +225,12 @@ extension Exchange {
         plugin.pathBytes.append(47)
         plugin.pathBytes.append(contentsOf: path.bytes)
         if path.trailingSlash && !path.bytes.isEmpty { plugin.pathBytes.append(47) }
-        plugin.remote.removeAll(keepingCapacity: true)
-        client.append(to: &plugin.remote)
+        let client = self.client
+        if plugin.remoteOf != client {
+            plugin.remote.removeAll(keepingCapacity: true)
+            client.append(to: &plugin.remote)
+            plugin.remoteOf = client
+        }
         if plugin.viewHeaderCapacity < request.headers.count {
             plugin.viewHeaders?.deallocate()
             plugin.viewHeaderCapacity = max(request.headers.count, 32)
@@ -317,15 +323,25 @@ extension Exchange {
         guard let np = name.ptr, name.len > 0, name.len <= 8192, value.len >= 0, value.len <= 65536 else { return Int32(AWS_E_INVALID) }
         let n = UnsafeRawBufferPointer(start: np, count: name.len)
         let v = UnsafeRawBufferPointer(start: value.ptr, count: value.ptr == nil ? 0 : value.len)
-        guard n.allSatisfy(ASCII.isTokenChar), !v.contains(13), !v.contains(10), !v.contains(0) else { return Int32(AWS_E_INVALID) }
-        for reserved in ["date", "server", "content-length", "transfer-encoding", "connection"] where reserved.utf8.count == n.count {
-            if zip(reserved.utf8, n).allSatisfy({ $0 == ASCII.lower($1) }) { return Int32(AWS_E_INVALID) }
-        }
+        guard n.allSatisfy(ASCII.isTokenChar), !v.contains(where: { $0 == 13 || $0 == 10 || $0 == 0 }) else { return Int32(AWS_E_INVALID) }
+        if Exchange.isReservedForPlugins(n) { return Int32(AWS_E_INVALID) }
         pump.out.append(contentsOf: n)
         pump.out.append(ascii: ": ")
         pump.out.append(contentsOf: v)
         pump.out.append(ascii: "\r\n")
         return Int32(AWS_OK)
+    }
+
+    /// Fields the host writes itself: a plugin may not add them.
+    private static let reservedForPlugins: [[UInt8]] = ["date", "server", "content-length", "transfer-encoding", "connection"].map { Array($0.utf8) }
+
+    private static func isReservedForPlugins(_ name: UnsafeRawBufferPointer) -> Bool {
+        for reserved in reservedForPlugins where reserved.count == name.count {
+            var i = 0
+            while i < name.count && reserved[i] == ASCII.lower(name[i]) { i += 1 }
+            if i == name.count { return true }
+        }
+        return false
     }
 
     func pluginSetContentLength(_ length: UInt64) -> Int32 {

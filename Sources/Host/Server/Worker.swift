@@ -62,8 +62,8 @@ final class Worker: @unchecked Sendable {
     /// exchange; a new exchange takes the slot later.
     private var exchanges: [Exchange?] = []
     private var exchangePool = SparePool<Exchange>()
-    /// Spare exchanges kept with their buffers; past this many, returned ones are shrunk, and
-    /// spares the load did not need for a whole trim interval are freed.
+    /// Spare exchanges kept however idle: spares the load did not need for a whole trim interval
+    /// are freed (shrunk first) down to this many.
     private let warmExchanges = 64
     /// Slots emptied by `trimPools`, each with the plugin generation its exchange had reached: the
     /// next exchange in the slot counts on from there, so a handle of an earlier request on the
@@ -369,7 +369,10 @@ final class Worker: @unchecked Sendable {
 
     func returnExchange(_ x: Exchange) {
         x.detach()
-        if exchangePool.count >= warmExchanges { x.shrink() }
+        // Not shrunk here past `warmExchanges`: under a sustained load that keeps many exchanges
+        // busy at once (a loop pass of /dynamic/ or plugin requests on 1000 connections), every
+        // request would then grow a shrunk exchange's buffers again. The trim frees (and
+        // shrinks) the ones the load stopped needing.
         exchangePool.give(x)
     }
 
