@@ -107,6 +107,10 @@ class Connection:
         """Sends the request and reads the whole response. Returns False when the server
         closed the connection before answering (a keep-alive limit or timeout), which the
         caller answers by reconnecting; raises MeasureError on anything else."""
+        return self.send() and self.receive()
+
+    def send(self) -> bool:
+        """Sends the request; False when the connection is closed (see exchange)."""
         if self.closing:
             return False
         try:
@@ -115,6 +119,11 @@ class Connection:
             return False
         except OSError as e:
             raise MeasureError(f"sending to {self.host}:{self.port}: {e}")
+        return True
+
+    def receive(self) -> bool:
+        """Reads the whole response to the request sent; False when the server closed the
+        connection before answering (see exchange)."""
         try:
             status_line = self._line()
         except EOFError:
@@ -187,8 +196,31 @@ def _run(conns: list, count: int) -> int:
     return reconnects
 
 
+def _run_together(conns: list, count: int) -> int:
+    """`count` requests in rounds: each round sends one request on every connection before
+    reading any response, so the server has them all in flight at once (many in one pass of
+    its event loop). Returns how many connections had to be opened again."""
+    reconnects = 0
+    done = 0
+    while done < count:
+        batch = conns[:min(len(conns), count - done)]
+        sent = [c.send() for c in batch]
+        for c, ok in zip(batch, sent):
+            if ok and c.receive():
+                continue
+            reconnects += 1
+            c.open()
+            if not c.exchange():
+                raise MeasureError(f"the server closed a fresh connection without answering "
+                                   f"{c.request.split(b' ', 2)[1].decode('latin-1')}")
+        done += len(batch)
+    return reconnects
+
+
 def measure(host: str, port: int, counter: str, path: str, requests: int = 20000,
-            warmup: int = 2000, connections: int = 8, headers=()) -> dict:
+            warmup: int = 2000, connections: int = 8, headers=(), together: bool = False) -> dict:
+    """`together`: one request in flight on every connection at once (`_run_together`);
+    otherwise one at a time, round robin."""
     if requests <= 0 or connections <= 0 or warmup < 0:
         raise MeasureError("--requests and --connections must be positive, --warmup not negative")
     lines = [f"GET {path} HTTP/1.1", f"Host: {host}"]
@@ -202,9 +234,10 @@ def measure(host: str, port: int, counter: str, path: str, requests: int = 20000
     try:
         for _ in range(connections):
             conns.append(Connection(host, port, request))
-        _run(conns, warmup)
+        run = _run_together if together else _run
+        run(conns, warmup)
         before = read_counters(counter)
-        reconnects = _run(conns, requests)
+        reconnects = run(conns, requests)
         after = read_counters(counter)
     finally:
         for c in conns:
