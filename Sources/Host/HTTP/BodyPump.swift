@@ -45,6 +45,8 @@ final class BodyPump {
     /// go to it directly. Through `exchange.connection.transport` every send would cost a retain
     /// and a release of each object on the way. -1 over TLS and while detached.
     var plainSocket: Int32 = -1
+    /// The connection closes once this response is out (`Exchange.endHead`).
+    var closesConnection = false
 
     init() { out.reserveCapacity(1024) }
 
@@ -66,6 +68,7 @@ final class BodyPump {
             interimEnd = 0
         }
         bytesSent = 0
+        closesConnection = false
     }
 
     /// Nothing buffered at all, an unsent interim response included (a new connection).
@@ -74,6 +77,7 @@ final class BodyPump {
         outSent = 0
         out.removeAll(keepingCapacity: true)
         bytesSent = 0
+        closesConnection = false
     }
 
     /// Queues an interim response ahead of any head not yet started; the next flush sends it,
@@ -131,7 +135,10 @@ final class BodyPump {
             guard progress == .done else { return progress }
             release()
         }
-        let buffered = flushBuffered(more: producer != nil)
+        // A response that ends its connection goes out with MSG_MORE: its segment is held for the
+        // close, whose FIN then rides on it (one packet to the client instead of two, as nginx's
+        // tcp_nopush gives). The close (or shutdown) that follows at once sends it.
+        let buffered = flushBuffered(more: producer != nil || closesConnection)
         guard buffered == .done, let p = producer else { return buffered }
         let progress = p.produce(self)
         if progress == .done { release() }

@@ -621,6 +621,7 @@ final class Exchange {
         // The site's fields for this path, on responses that are not errors (nginx's add_header).
         if let rule = pathRule, statusCode < 400 { pump.out.append(contentsOf: rule.fields) }
         ResponseHead.end(&pump.out, closing: willClose, http10: request.versionMinor == 0)
+        pump.closesConnection = willClose
         responseHeadBytes = pump.out.count
         responseReady = true
     }
