@@ -190,6 +190,11 @@ final class AIOEngine: EventHandler {
         if waitingHead == waiting.count {
             waiting.removeAll(keepingCapacity: true)
             waitingHead = 0
+        } else if waitingHead >= 64 && waitingHead * 2 >= waiting.count {
+            // Never drained under a load that always has a waiter: drop the woken ones (and
+            // their references) in one move, half the queue or more each time.
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
         }
     }
 

@@ -414,8 +414,8 @@ final class Worker: @unchecked Sendable {
     }
 
     /// Frees the spare exchanges `trimPools` gives back (they are gone when this returns, before
-    /// malloc_trim); how many. From the top of the pool: the exchanges below were returned while
-    /// it was small, and kept their buffers (`returnExchange`).
+    /// malloc_trim); how many. From the top of the pool (the last given back); the bottom
+    /// `warmExchanges` stay, with their buffers.
     private func freeIdleExchanges() -> Int {
         let idle = exchangePool.trim(keeping: warmExchanges)
         for x in idle {
