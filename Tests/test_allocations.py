@@ -220,6 +220,12 @@ def test_allocations_per_request(counted, name):
 # when more than 64 came back, and every request past those then grew a shrunk one's buffers
 # again (about 4 allocations per request at 1000 connections).
 MANY_CONNECTIONS = 200
+# Not 0: how many of the 200 requests of a round reach one loop pass varies (the client sends
+# them one after the other), so the exchanges in use at once go up and down; the worker's trim
+# frees those a whole interval did not need (memory follows the load), and a later round that
+# catches more at once makes new ones, a dozen allocations each. Measured: 0.0001 to 0.15 per
+# request over repeated runs. Still far below what it catches (7.7 and 13 per request).
+MANY_MAX_PER_REQUEST = 0.5
 MANY_PATHS = {
     "dynamic 1 KiB": "/dynamic/1k.bin",
     "plugin hello": "/hello?name=x",
@@ -245,4 +251,4 @@ def test_allocations_per_request_with_many_connections(counted, name):
             f"allocations, {result['frees']} frees, {result['bytes']} bytes in {result['requests']} "
             f"keep-alive requests)")
     print("\nallocations " + line)
-    assert result["per_request"] <= DYNAMIC_MAX_PER_REQUEST, f"{line}: more than {DYNAMIC_MAX_PER_REQUEST} per request"
+    assert result["per_request"] <= MANY_MAX_PER_REQUEST, f"{line}: more than {MANY_MAX_PER_REQUEST} per request"
