@@ -120,11 +120,7 @@ extension Exchange {
             switch Preconditions.evaluate(request, entry.validators) {
             case .proceed: break
             case .notModified:
-                beginResponse(.notModified)
-                addValidatorHeaders(entry.validators)
-                if vary { addHeader("Vary", ascii: "Accept-Encoding") }
-                addFileCacheFields()
-                endHead()
+                respondNotModified(entry.validators, vary: vary)
                 return
             case .failed:
                 respondWithError(.preconditionFailed)
@@ -203,5 +199,15 @@ extension Exchange {
     private func addValidatorHeaders(_ v: Validators) {
         addHeader("ETag", v.etag)
         addHeader("Last-Modified", v.lastModified)
+    }
+
+    /// 304 for a file or a compressed body: its validators and the caching fields a 200 would
+    /// carry (RFC 9110 §15.4.5), and Vary when the representation was negotiated.
+    func respondNotModified(_ v: Validators, vary: Bool) {
+        beginResponse(.notModified)
+        addValidatorHeaders(v)
+        if vary { addHeader("Vary", ascii: "Accept-Encoding") }
+        addFileCacheFields()
+        endHead()
     }
 }

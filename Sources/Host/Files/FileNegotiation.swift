@@ -119,12 +119,7 @@ extension Exchange {
         switch Preconditions.evaluate(request, validators) {
         case .proceed: break
         case .notModified:
-            beginResponse(.notModified)
-            addHeader("ETag", validators.etag)
-            addHeader("Last-Modified", validators.lastModified)
-            addHeader("Vary", ascii: "Accept-Encoding")
-            addFileCacheFields()
-            endHead()
+            respondNotModified(validators, vary: true)
             return
         case .failed:
             respondWithError(.preconditionFailed)
