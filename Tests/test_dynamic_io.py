@@ -60,6 +60,20 @@ def resident_pages(path):
     return [i for i in range(pages) if vec.raw[i] & 1]
 
 
+def readable_without_waiting(path):
+    """The page cache can give the whole file to a read that may not wait (RWF_NOWAIT, as aws
+    asks it): every page is there *and* up to date. mincore(2) also counts pages whose read
+    from the device is still in flight, which such a read stops at (a short read)."""
+    size = os.path.getsize(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.preadv(fd, [bytearray(size)], 0, os.RWF_NOWAIT) == size
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def evict(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -252,6 +266,8 @@ def test_cold_file_is_read_with_o_direct_then_cached_for_the_next_request(disk_r
     # The miss was handed to the warmer: the file comes into the page cache...
     assert wait_for(lambda: len(resident_pages(path)) == FILES["cold.bin"] // PAGE, 10), \
         f"cold.bin was not brought into the page cache: {len(resident_pages(path))} pages"
+    # (Its pages can be resident while the warmer's reads of the last ones are still in flight.)
+    assert wait_for(lambda: readable_without_waiting(path), 10), "cold.bin never became readable without waiting"
     # ...and the next request is served from it, with no device read (by either worker: each
     # has its own descriptor).
     _, lines = fetch(srv, trace, files, "cold.bin")
