@@ -110,7 +110,9 @@ find_aws_bin() {   # AWS_BIN: the given binary, or a fresh release build; always
   if [[ -z ${AWS_BIN:-} ]]; then
     command -v swift >/dev/null || die "swift not found: set AWS_BIN=/path/to/aws or BENCH_SKIP_AWS=1"
     log "building aws (release)"
-    (cd "$REPO" && swift build -c release --product aws) >&2
+    # The Makefile's SWIFT_BUILD_FLAGS (DWARF 4 for valgrind): the same flags, so the build is
+    # make build's, not a rebuild of everything.
+    (cd "$REPO" && swift build -c release --product aws -Xswiftc -dwarf-version=4 -Xcc -gdwarf-4 -Xcxx -gdwarf-4) >&2
     AWS_BIN="$REPO/.build/release/aws"
   fi
   # Always by path: a bare 'aws' would be the Amazon CLI.
