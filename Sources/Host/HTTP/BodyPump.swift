@@ -24,8 +24,8 @@ extension BodyProducer {
 }
 
 /// The one send path of an exchange: the buffered bytes before a body (head, chunk framing, a
-/// small body), then the current producer. It counts bytes, pushes the send deadline out on
-/// every bit of progress, and releases each producer exactly once.
+/// small body), then the current producer. It counts bytes (the exchange pushes the send deadline
+/// out after each flush that made progress) and releases each producer exactly once.
 final class BodyPump {
     /// Set once, by the exchange's init (`bind`), which owns the pump.
     unowned(unsafe) private(set) var exchange: Exchange!
