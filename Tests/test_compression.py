@@ -458,3 +458,25 @@ def test_plugin_compress_response_after_a_part_is_refused(plugin_server):
     from awstest import wait_for
     assert wait_for(lambda: "compress_response after send_part: AWS_E_STATE" in plugin_server.stderr(), 5), plugin_server.stderr()[-2000:]
     assert "misuse: compress_response after send_part" in plugin_server.stderr()
+
+
+def test_failed_preconditions_and_unsatisfiable_ranges_say_vary(make_server, root):
+    """The 412 and the 416 of a negotiated file depend on Accept-Encoding (each representation
+    has its own ETag and length), so they carry Vary, as its 200 and 304 do; a file with nothing
+    to negotiate has no Vary on them."""
+    with_variants(root, "v.txt", text("v", 6000))
+    write(root, "plain.bin", b"x" * 3000)
+    srv = make_server(["--no-compress"], root=root)
+    r = get(srv.port, "/v.txt", extra=ae("br") + 'If-Match: "nope"\r\n')
+    assert (r.status, r.header("vary")) == (412, "Accept-Encoding"), r
+    r = get(srv.port, "/v.txt", extra=ae("br") + "Range: bytes=999999-\r\n")
+    assert (r.status, r.header("vary")) == (416, "Accept-Encoding"), r
+    r = get(srv.port, "/plain.bin", extra='If-Match: "nope"\r\n')
+    assert (r.status, r.header("vary")) == (412, None), r
+    r = get(srv.port, "/plain.bin", extra="Range: bytes=999999-\r\n")
+    assert (r.status, r.header("vary")) == (416, None), r
+    # A body compressed on the fly (no variant file) is negotiated too.
+    write(root, "fly.txt", text("fly", 5000))
+    srv = make_server([], root=root)
+    r = get(srv.port, "/fly.txt", extra=ae("gzip") + 'If-Match: "nope"\r\n')
+    assert (r.status, r.header("vary")) == (412, "Accept-Encoding"), r

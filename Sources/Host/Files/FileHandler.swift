@@ -123,7 +123,7 @@ extension Exchange {
                 respondNotModified(entry.validators, vary: vary)
                 return
             case .failed:
-                respondWithError(.preconditionFailed)
+                respondPreconditionFailed(vary: vary)
                 return
             }
         }
@@ -138,6 +138,8 @@ extension Exchange {
                 status = .partialContent
             case .unsatisfiable:
                 beginResponse(.rangeNotSatisfiable)
+                // The size is the chosen representation's: it depends on Accept-Encoding too.
+                if vary { addHeader("Vary", ascii: "Accept-Encoding") }
                 pump.out.append(ascii: "Content-Range: bytes */")
                 pump.out.append(decimal: size)
                 pump.out.append(ascii: "\r\n")
@@ -199,6 +201,18 @@ extension Exchange {
     private func addValidatorHeaders(_ v: Validators) {
         addHeader("ETag", v.etag)
         addHeader("Last-Modified", v.lastModified)
+    }
+
+    /// 412 for a file or a compressed body. When the representation was negotiated its
+    /// validators, and so the outcome, depended on Accept-Encoding: Vary says so, as on the 200.
+    func respondPreconditionFailed(vary: Bool) {
+        guard vary else {
+            respondWithError(.preconditionFailed)
+            return
+        }
+        beginResponse(.preconditionFailed)
+        addHeader("Vary", ascii: "Accept-Encoding")
+        endHead(body: StatusTable.shared.errorPage(.preconditionFailed), type: "text/html; charset=utf-8")
     }
 
     /// 304 for a file or a compressed body: its validators and the caching fields a 200 would

@@ -122,7 +122,7 @@ extension Exchange {
             respondNotModified(validators, vary: true)
             return
         case .failed:
-            respondWithError(.preconditionFailed)
+            respondPreconditionFailed(vary: true)
             return
         }
         beginResponse(.ok)
