@@ -14,6 +14,7 @@ begin, after the optional swift-log prefix `... aws.access: `.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -538,3 +539,31 @@ def test_allocations_with_forwarded_client():
                        'Forwarded: for="[2001:db8:cafe::17]:4711";proto=http, for=127.0.0.5']:
             result = allocations.measure(HOST, srv.port, counter, "/static/1k.bin", 5000, 1000, 4, [header])
             assert result["per_request"] <= STATIC_MAX_PER_REQUEST, (header, result)
+
+
+def test_refusals_are_logged_at_most_once_a_second(make_server, access_log):
+    """A malformed PROXY header costs its sender nothing: a flood of them gives a line at most
+    once a second (the last reason and peer, and how many since the line before), not a line
+    each, and every refusal is counted in one line or another. (One worker: each worker keeps
+    its own count and lines.)"""
+    srv = proxy_server(make_server, access_log, "--workers", "1")
+    t0 = time.monotonic()
+    for _ in range(40):
+        assert exchange(srv.port, b"PROXY TCP9 x y 1 2\r\n" + request("/static/x.txt")) == b""
+    took = time.monotonic() - t0
+    # The refusals after the first line are summed up on the worker's timer, within a second.
+    assert wait_for(lambda: sum(refusals(srv)) >= 40, 5.0), srv.stderr()[-3000:]
+    counts = refusals(srv)
+    assert sum(counts) == 40, counts
+    assert len(counts) <= 2 + int(took), f"{len(counts)} lines for 40 refusals in {took:.2f}s: {counts}"
+
+
+def refusals(srv) -> list:
+    """Refusals per log line about a malformed PROXY header: 1, or the count a summary names."""
+    out = []
+    for ln in srv.stderr().splitlines():
+        if "malformed PROXY protocol header" not in ln:
+            continue
+        m = re.search(r"\((\d+) PROXY protocol refusals since the last such line\)", ln)
+        out.append(int(m.group(1)) if m else 1)
+    return out

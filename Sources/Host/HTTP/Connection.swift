@@ -184,7 +184,7 @@ final class Connection: EventHandler, Timed {
     func deadlineExpired(now: Int64) {
         guard isOpen else { return }
         if awaitingProxyHeader {
-            worker.logger.info("PROXY protocol header timed out, closing", metadata: ["peer": "\(peerDescription)"])
+            worker.noteProxyRefusal("PROXY protocol header timed out", peer: peerDescription)
         }
         if let x = exchange { x.deadlineExpired() } else { close() }
     }
@@ -367,7 +367,7 @@ final class Connection: EventHandler, Timed {
     }
 
     private func refuseProxy(_ reason: String) -> Bool {
-        worker.logger.info("\(reason), closing", metadata: ["peer": "\(peerDescription)"])
+        worker.noteProxyRefusal(reason, peer: peerDescription)
         close()
         return false
     }

@@ -97,6 +97,11 @@ final class Worker: @unchecked Sendable {
     /// with a count, so the log stays readable and its writes cost nothing under the flood.
     private var refusalLog = LogThrottle()
     private var openShortageLog = LogThrottle()
+    /// PROXY protocol refusals (malformed or missing headers, untrusted peers, timeouts): each
+    /// costs whoever connects nothing, so they are logged at most once a second, the last one's
+    /// reason and peer with the count since the previous line.
+    private var proxyRefusalLog = LogThrottle()
+    private var lastProxyRefusal = (reason: "", peer: "")
     private var acceptFailureLog = LogThrottle()
     private var lastAcceptError: (any Error)?
     private var shutdownDeadline: Int64 = .max
@@ -217,6 +222,7 @@ final class Worker: @unchecked Sendable {
         // Counts a burst left behind once it stopped.
         if let count = refusalLog.due(now: loop.now) { logRefusals(count) }
         if let count = openShortageLog.due(now: loop.now) { logOpenShortage(count) }
+        if let count = proxyRefusalLog.due(now: loop.now) { logProxyRefusals(count) }
         if let count = acceptFailureLog.due(now: loop.now) { logAcceptFailures(count) }
         accessLog?.flush()
         if acceptPausedUntil != 0 && loop.now >= acceptPausedUntil && !isShuttingDown {
@@ -308,6 +314,17 @@ final class Worker: @unchecked Sendable {
     /// A file could not be opened for want of descriptors or kernel memory (answered 503).
     func noteOpenShortage() {
         if let count = openShortageLog.note(now: loop.now) { logOpenShortage(count) }
+    }
+
+    /// A connection closed for its PROXY protocol header (`reason`).
+    func noteProxyRefusal(_ reason: String, peer: String) {
+        lastProxyRefusal = (reason, peer)
+        if let count = proxyRefusalLog.note(now: loop.now) { logProxyRefusals(count) }
+    }
+
+    private func logProxyRefusals(_ count: Int) {
+        let more = count > 1 ? " (\(count) PROXY protocol refusals since the last such line)" : ""
+        logger.info("\(lastProxyRefusal.reason), closing\(more)", metadata: ["peer": "\(lastProxyRefusal.peer)"])
     }
 
     private func logOpenShortage(_ count: Int) {
