@@ -444,3 +444,36 @@ def test_sighup_keeps_the_started_value_of_a_restart_key(make_server, sites):
     assert "'header' changed; it takes effect at the next restart" in srv.stderr()
     assert ask(srv.port, "/static/d.txt", None).status == 400          # strict-host applied
     assert ask(srv.port, "/static/d.txt", "d.test").header("x-test") == "one"
+
+
+def test_failed_sighup_closes_the_log_files_it_opened(make_server, tmp_path):
+    """A reload that names a new server's access log and then fails (here at its plugins folder,
+    under strict-plugins) keeps no descriptor of that log open."""
+    a = tmp_path / "a"
+    write(a / "static" / "x.txt", "A")
+    plugins = pu.new_dir("broken-plugins-")
+    write(os.path.join(plugins, "broken.so"), b"not an ELF file")
+    first, second = tmp_path / "first.log", tmp_path / "second.log"
+    body = f'strict-plugins = true\naccess-log = "{first}"\n[[server]]\nnames = ["a.test"]\nroot = "{a}"\n'
+    config = write(tmp_path / "c.toml", body)
+    srv = make_server(args=["--config", config, "--log-level", "info"], root=str(a))
+    pid = srv.server_pid()
+
+    def open_logs():
+        out = set()
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                pass
+        return out & {str(first), str(second)}
+
+    assert open_logs() == {str(first)}
+    write(config, body + f'[[server]]\nnames = ["b.test"]\nroot = "{a}"\naccess-log = "{second}"\nplugins = "{plugins}"\n')
+    srv.signal(signal.SIGHUP)
+    assert awstest.wait_for(lambda: "configuration not reloaded" in srv.stderr(), timeout=5), srv.stderr()[-2000:]
+    assert os.path.exists(second), "the reload did not get as far as opening the new log"
+    assert awstest.wait_for(lambda: open_logs() == {str(first)}, timeout=5), open_logs()
+    # The old configuration still logs to its file.
+    assert ask(srv.port, "/static/x.txt", "a.test").status == 200
+    assert awstest.wait_for(lambda: first.exists() and b"/static/x.txt" in first.read_bytes(), timeout=5)

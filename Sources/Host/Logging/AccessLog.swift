@@ -64,9 +64,11 @@ final class AccessLogWriter: @unchecked Sendable {
         var spare: [[UInt8]] = []
         var reopen = false
         var stopping = false
-        /// Every destination, by index; only ever appended to (a reload may add a virtual
-        /// host's file while the thread runs).
+        /// Every destination, by index; appended to (a reload may add a virtual host's file
+        /// while the thread runs), and cut back only by `dropFiles`.
         var files: [LogFile] = []
+        /// Destinations a failed reload opened: the thread closes them (it owns descriptors).
+        var closing: [LogFile] = []
     }
 
     let format: AccessLogFormat
@@ -111,6 +113,22 @@ final class AccessLogWriter: @unchecked Sendable {
         // worker hands over lines for a file only after a reload that named it was posted.
         locked { $0.files.append(file) }
         return file
+    }
+
+    /// How many destinations there are now: a reload notes it before it opens new ones.
+    var fileCount: Int { locked { $0.files.count } }
+
+    /// Forgets the destinations opened since there were `count`: a reload that named new files
+    /// and then failed. No worker was told of them (the sites that name them were never
+    /// published), so no line is queued for them; the writer thread closes their descriptors.
+    func dropFiles(from count: Int) {
+        let dropped = locked { s -> Bool in
+            guard s.files.count > count else { return false }
+            s.closing.append(contentsOf: s.files[count...])
+            s.files.removeSubrange(count...)
+            return true
+        }
+        if dropped { Sys.signalEventfd(wakeFD) }
     }
 
     func start() throws {
@@ -178,9 +196,10 @@ final class AccessLogWriter: @unchecked Sendable {
             _ = poll(&pfd, 1, -1)
             _ = Sys.drainEventfd(wakeFD)
             var reopen = false, stopping = false
-            var files: [LogFile] = []
+            var files: [LogFile] = [], closing: [LogFile] = []
             locked { s in
                 files = s.files
+                swap(&s.closing, &closing)
                 swap(&s.queue, &batch)
                 reopen = s.reopen
                 s.reopen = false
@@ -198,6 +217,7 @@ final class AccessLogWriter: @unchecked Sendable {
             }
             batch.removeAll(keepingCapacity: true)
             if reopen { reopenFiles(files) }
+            for file in closing where file.path != nil { Sys.close(file.fd) }
             if stopping { break }
         }
         ended.store(true, ordering: .releasing)

@@ -255,6 +255,7 @@ final class Server {
         var contexts: TLSContexts?
         var newHosts: [PluginHost] = []
         let saved = sites.state
+        let logFiles = accessLogWriter?.fileCount ?? 0
         do {
             next = try reread()
             if (next.tls == nil) != (tlsSettings == nil) { throw ConfigError("turning HTTPS on or off needs a restart") }
@@ -280,6 +281,8 @@ final class Server {
             }
         } catch {
             sites.state = saved
+            // Log files the new sites named were opened: nothing will write to them.
+            accessLogWriter?.dropFiles(from: logFiles)
             logger.error("SIGHUP: configuration not reloaded, the previous one stays: \(error)")
             return
         }
