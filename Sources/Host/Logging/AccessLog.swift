@@ -72,7 +72,7 @@ final class AccessLogWriter: @unchecked Sendable {
     }
 
     let format: AccessLogFormat
-    /// Every destination so far (a snapshot: the list only grows).
+    /// Every destination now (a snapshot: the list grows, and shrinks only by `dropFiles`).
     var files: [LogFile] { locked { $0.files } }
     /// A pthread mutex rather than `Synchronization.Mutex`, like the loop's posted-work queue:
     /// ThreadSanitizer sees pthread locks (it did not see `Mutex`, and reported races inside it).
