@@ -123,7 +123,8 @@ extension Exchange {
                 respondNotModified(entry.validators, vary: vary)
                 return
             case .failed:
-                respondPreconditionFailed(vary: vary)
+                // A negotiated representation's validators depended on Accept-Encoding.
+                respondWithError(.preconditionFailed, varyEncoding: vary)
                 return
             }
         }
@@ -201,18 +202,6 @@ extension Exchange {
     private func addValidatorHeaders(_ v: Validators) {
         addHeader("ETag", v.etag)
         addHeader("Last-Modified", v.lastModified)
-    }
-
-    /// 412 for a file or a compressed body. When the representation was negotiated its
-    /// validators, and so the outcome, depended on Accept-Encoding: Vary says so, as on the 200.
-    func respondPreconditionFailed(vary: Bool) {
-        guard vary else {
-            respondWithError(.preconditionFailed)
-            return
-        }
-        beginResponse(.preconditionFailed)
-        addHeader("Vary", ascii: "Accept-Encoding")
-        endHead(body: StatusTable.shared.errorPage(.preconditionFailed), type: "text/html; charset=utf-8")
     }
 
     /// 304 for a file or a compressed body: its validators and the caching fields a 200 would

@@ -122,7 +122,7 @@ extension Exchange {
             respondNotModified(validators, vary: true)
             return
         case .failed:
-            respondPreconditionFailed(vary: true)
+            respondWithError(.preconditionFailed, varyEncoding: true)
             return
         }
         beginResponse(.ok)

@@ -627,7 +627,8 @@ final class Exchange {
     }
 
     /// A complete error response with its short HTML page.
-    func respondWithError(_ status: HTTPStatus, close: Bool = false, allow: String? = nil) {
+    /// `varyEncoding`: the answer depended on Accept-Encoding (a negotiated file's 412).
+    func respondWithError(_ status: HTTPStatus, close: Bool = false, allow: String? = nil, varyEncoding: Bool = false) {
         // A plugin's queued part is given back by the plugin code, with its release callback.
         if phase != .handler { pump.release() }
         if close { closeAfterResponse = true }
@@ -639,6 +640,7 @@ final class Exchange {
         case .serviceUnavailable: addHeader("Retry-After", ascii: "1")
         default: break
         }
+        if varyEncoding { addHeader("Vary", ascii: "Accept-Encoding") }
         endHead(body: page, type: "text/html; charset=utf-8")
     }
 
