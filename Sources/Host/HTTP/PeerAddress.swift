@@ -66,8 +66,28 @@ struct PeerAddress: Equatable {
             let sin = raw.load(as: sockaddr_in.self)
             return (UInt32(bigEndian: sin.sin_addr.s_addr), Int(UInt16(bigEndian: sin.sin_port)))
         }
-        // "255.255.255.255:65535" is 21 bytes: rendered on the stack, appended in one copy (a
-        // plugin's request view carries it on every request).
+        PeerAddress.appendIPv4(a, port: port, to: &out)
+    }
+
+    /// The address alone, IPv6 without brackets (Apache's `%h`), without allocating: the
+    /// access log writes it for every request.
+    func appendHost(to out: inout [UInt8]) {
+        if isIPv6 {
+            var sin6 = address
+            withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN) + 1) { text in
+                guard inet_ntop(AF_INET6, &sin6.sin6_addr, text.baseAddress, socklen_t(text.count)) != nil else { return }
+                for c in text { if c == 0 { break }; out.append(UInt8(bitPattern: c)) }
+            }
+            return
+        }
+        let a = withUnsafeBytes(of: address) { UInt32(bigEndian: $0.load(as: sockaddr_in.self).sin_addr.s_addr) }
+        PeerAddress.appendIPv4(a, port: 0, to: &out)
+    }
+
+    /// "a.b.c.d", and ":port" unless `port` is 0. "255.255.255.255:65535" is 21 bytes: rendered
+    /// on the stack and appended in one copy (a plugin's request view and the access log carry
+    /// it on every request).
+    private static func appendIPv4(_ a: UInt32, port: Int, to out: inout [UInt8]) {
         var text: (UInt64, UInt64, UInt64) = (0, 0, 0)
         withUnsafeMutableBytes(of: &text) { t in
             var n = 0
@@ -85,24 +105,6 @@ struct PeerAddress: Equatable {
             if port != 0 { t[n] = 58; n += 1; put(port) }
             out.append(contentsOf: UnsafeRawBufferPointer(rebasing: t[..<n]))
         }
-    }
-
-    /// The address alone, IPv6 without brackets (Apache's `%h`), without allocating: the
-    /// access log writes it for every request.
-    func appendHost(to out: inout [UInt8]) {
-        if isIPv6 {
-            var sin6 = address
-            withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(INET6_ADDRSTRLEN) + 1) { text in
-                guard inet_ntop(AF_INET6, &sin6.sin6_addr, text.baseAddress, socklen_t(text.count)) != nil else { return }
-                for c in text { if c == 0 { break }; out.append(UInt8(bitPattern: c)) }
-            }
-            return
-        }
-        let a = withUnsafeBytes(of: address) { UInt32(bigEndian: $0.load(as: sockaddr_in.self).sin_addr.s_addr) }
-        out.append(decimal: Int(a >> 24)); out.append(46)
-        out.append(decimal: Int((a >> 16) & 255)); out.append(46)
-        out.append(decimal: Int((a >> 8) & 255)); out.append(46)
-        out.append(decimal: Int(a & 255))
     }
 
     /// The address without brackets, and the port: REMOTE_ADDR and REMOTE_PORT of CGI.
