@@ -10,12 +10,16 @@ PYTHON       ?= python3
 # DWARF 4 debug information: Debian 12's valgrind (3.19) gives up on the DWARF 5 that Swift 6.3
 # and clang write by default, and the classic assignment's graders run the server under valgrind
 # (Tests/test_valgrind.py). Every release build of the project's products uses the same flags,
-# or SwiftPM would rebuild everything between them. bench/lib.sh passes them too.
+# or SwiftPM would rebuild everything between them; bench/lib.sh reads them with
+# `make -s print-swift-build-flags`.
 SWIFT_BUILD_FLAGS := -Xswiftc -dwarf-version=4 -Xcc -gdwarf-4 -Xcxx -gdwarf-4
 
-.PHONY: all build deps plugins run demo-media unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
+.PHONY: all print-swift-build-flags build deps plugins run demo-media unit test test-faults test-asan test-tsan fuzz fuzz-build fuzz-short slowloris bench bench-tls bench-cgi soak clean
 
 all: build
+
+print-swift-build-flags:
+	@echo $(SWIFT_BUILD_FLAGS)
 
 # Installs the Debian packages the build and the tests need, only when one is missing.
 deps:

@@ -112,7 +112,10 @@ find_aws_bin() {   # AWS_BIN: the given binary, or a fresh release build; always
     log "building aws (release)"
     # The Makefile's SWIFT_BUILD_FLAGS (DWARF 4 for valgrind): the same flags, so the build is
     # make build's, not a rebuild of everything.
-    (cd "$REPO" && swift build -c release --product aws -Xswiftc -dwarf-version=4 -Xcc -gdwarf-4 -Xcxx -gdwarf-4) >&2
+    local flags
+    flags=$(make -s -C "$REPO" --no-print-directory print-swift-build-flags)
+    # shellcheck disable=SC2086
+    (cd "$REPO" && swift build -c release --product aws $flags) >&2
     AWS_BIN="$REPO/.build/release/aws"
   fi
   # Always by path: a bare 'aws' would be the Amazon CLI.
